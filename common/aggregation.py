@@ -120,7 +120,10 @@ def consensus_gram(
     modalities: Sequence[str],
     modality_weights: Mapping[str, float] | None = None,
 ) -> Tensor:
-    """The consensus target T = normalise( sum_m omega_m * sum_{k in m} w_k Kbar_k / sum_{k in m} w_k ).
+    """The consensus target T (METHOD.md section 5):
+
+        T = normalise( sum_m omega_m * sum_{k in m} w_k Kbar_k / sum_{k in m} w_k )
+
 
     grams: Kbar_k (N x N, symmetric) per node; weights: w_k >= 0 per node; modalities: m(k) per
     node. modality_weights: omega_m per modality (default: equal, so a modality with many
@@ -155,4 +158,5 @@ def consensus_gram(
             used += om
     if used == 0.0:
         raise ValueError("all node and modality weights are zero: no consensus can be formed")
-    return normalise_gram(center_gram(target)).to(grams[0].dtype)
+    t = normalise_gram(center_gram(target))
+    return (0.5 * (t + t.T)).to(grams[0].dtype)

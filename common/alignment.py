@@ -35,9 +35,8 @@ def anchor_gram(z: Tensor) -> Tensor:
         raise ValueError(f"need at least 2 anchors for a Gram matrix, got {z.shape[0]}")
     check_finite(z, "anchor embeddings")
     zhat = z / z.norm(dim=1, keepdim=True).clamp_min(_EPS)
-    k = zhat @ zhat.T
-    k = 0.5 * (k + k.T)  # exact symmetry despite matmul rounding
-    return normalise_gram(center_gram(k))
+    k = normalise_gram(center_gram(zhat @ zhat.T))
+    return 0.5 * (k + k.T)  # exactly symmetric despite rounding in matmul and centring
 
 
 def normalise_gram(k: Tensor) -> Tensor:

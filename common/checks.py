@@ -10,6 +10,7 @@ _SYMMETRY_RTOL = 1e-5
 
 def check_finite(x: Tensor, what: str) -> None:
     """Raise ValueError if x holds NaN or Inf."""
+    x = x.detach()
     if not bool(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).sum())
         raise ValueError(f"{what} has {bad} non-finite value(s) (NaN or Inf)")
@@ -22,6 +23,7 @@ def check_gram(k: Tensor, what: str) -> None:
     if k.shape[0] < 2:
         raise ValueError(f"{what} must have N >= 2, got N={k.shape[0]}")
     check_finite(k, what)
+    k = k.detach()
     scale = float(k.abs().max()) or 1.0
     asym = float((k - k.T).abs().max())
     if asym > _SYMMETRY_RTOL * scale:

@@ -80,6 +80,7 @@ class TokenizerConfig:
     audio_n_mels: int = 40
     audio_frames_per_token: int = 4
     text_max_tokens: int = 32
+    text_mask_id: int = 103  # [MASK] in the MiniLM vocabulary; used by text augmentation
     sensor_channels: int = 1
     sensor_length: int = 40
     sensor_window: int = 4
@@ -88,7 +89,9 @@ class TokenizerConfig:
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
             if getattr(self, f.name) <= 0:
-                raise ValueError(f"tokenizers.{f.name} must be positive, got {getattr(self, f.name)}")
+                raise ValueError(
+                    f"tokenizers.{f.name} must be positive, got {getattr(self, f.name)}"
+                )
         if self.image_size % self.image_patch:
             raise ValueError(
                 f"tokenizers.image_size ({self.image_size}) must be a multiple of "
@@ -139,7 +142,9 @@ class ModelConfig:
     def __post_init__(self) -> None:
         unknown = set(self.modalities) - set(MODALITIES)
         if unknown or not self.modalities:
-            raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}, got {self.modalities}")
+            raise ValueError(
+                f"modalities must be a non-empty subset of {MODALITIES}, got {self.modalities}"
+            )
         if len(set(self.modalities)) != len(self.modalities):
             raise ValueError(f"modalities repeat: {self.modalities}")
         if self.seed < 0:
@@ -150,6 +155,8 @@ class ModelConfig:
                 f"a modality produces {longest} tokens, more than backbone.max_positions "
                 f"({self.backbone.max_positions})"
             )
+        if self.tokenizers.text_mask_id >= self.backbone.vocab_size:
+            raise ValueError("tokenizers.text_mask_id must be < backbone.vocab_size")
         if self.device != "auto" and not self.device.startswith(("cpu", "cuda")):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
 
@@ -158,13 +165,25 @@ class ModelConfig:
         """A small random-initialised config for CPU tests (the 'debug model')."""
         base = cls(
             backbone=BackboneConfig(
-                dim=32, layers=2, heads=2, mlp_dim=64, max_positions=64, vocab_size=100,
+                dim=32,
+                layers=2,
+                heads=2,
+                mlp_dim=64,
+                max_positions=64,
+                vocab_size=100,
                 pretrained=None,
             ),
             adapter=AdapterConfig(rank=4, alpha=8.0),
             tokenizers=TokenizerConfig(
-                image_size=8, image_patch=4, audio_samples=1600, audio_n_fft=128, audio_hop=64,
-                audio_n_mels=16, text_max_tokens=12, sensor_length=16,
+                image_size=8,
+                image_patch=4,
+                audio_samples=1600,
+                audio_n_fft=128,
+                audio_hop=64,
+                audio_n_mels=16,
+                text_max_tokens=12,
+                text_mask_id=1,
+                sensor_length=16,
             ),
             device="cpu",
         )
@@ -205,3 +224,41 @@ def _has_defaults(cls: type) -> bool:
         f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
         for f in dataclasses.fields(cls)
     )
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """Local training in one round (METHOD.md 4): L_self + lambda (1 - CKA) [+ supervised]."""
+
+    steps: int = 50  # optimiser steps per round
+    batch_size: int = 64
+    lr: float = 1e-3  # AdamW, shared parameters (B factors, tokenizers)
+    magnitude_lr: float = 1e-3  # AdamW, local magnitudes
+    weight_decay: float = 0.0
+    temperature: float = 0.1  # InfoNCE
+    cka_weight: float = 1.0  # lambda; the term is skipped without a target (round 1)
+    anchors_per_step: int = 0  # random anchor subset per step for the CKA term; 0 = all
+    supervised_weight: float = 0.0  # SupCon on private labels, only where a node has labels
+    precision: str = "tensor"  # "tensor": one precision per tensor; "element": per parameter
+    fisher_prior: float = 1e-8
+    embed_batch: int = 256  # batch size when embedding all anchors for the Gram
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "embed_batch"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"train.{name} must be positive, got {getattr(self, name)}")
+        if self.batch_size < 2:
+            raise ValueError("train.batch_size must be >= 2 (InfoNCE needs negatives)")
+        for name in ("lr", "magnitude_lr", "temperature"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"train.{name} must be positive, got {getattr(self, name)}")
+        for name in ("weight_decay", "cka_weight", "supervised_weight", "fisher_prior"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if self.anchors_per_step < 0 or self.anchors_per_step == 1:
+            raise ValueError("train.anchors_per_step must be 0 (all) or >= 2")
+        if self.precision not in ("tensor", "element"):
+            raise ValueError(
+                f"train.precision must be 'tensor' or 'element', got {self.precision!r}"
+            )

@@ -93,7 +93,9 @@ class HomogeneousTransformer(nn.Module):
     def tokenize(self, modality: str, batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor | None]:
         """Tokens (B, L, d) with the modality embedding added, and a (B, L) bool mask or None."""
         if modality not in self.tokenizers:
-            raise ValueError(f"this model has no {modality!r} tokenizer (has {list(self.tokenizers)})")
+            raise ValueError(
+                f"this model has no {modality!r} tokenizer (has {list(self.tokenizers)})"
+            )
         missing = [k for k in INPUT_KEYS[modality] if k not in batch]
         if missing:
             raise ValueError(f"{modality} batch lacks {missing}")

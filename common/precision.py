@@ -72,4 +72,3 @@ class DiagonalFisher:
         total = sum(float(v.double().sum()) for v in elems.values())
         count = sum(v.numel() for v in elems.values())
         return total / count
-

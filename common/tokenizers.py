@@ -90,15 +90,22 @@ class ImageTokenizer(_Tokenizer):
 
     def forward(self, pixels: Tensor) -> Tensor:  # (B, C, H, W) -> (B, L, d)
         if pixels.dim() != 4 or pixels.shape[1] != self.channels:
-            raise ValueError(f"image pixels must be (B, {self.channels}, H, W), got {tuple(pixels.shape)}")
+            raise ValueError(
+                f"image pixels must be (B, {self.channels}, H, W), got {tuple(pixels.shape)}"
+            )
         if pixels.shape[-2:] != (self.size, self.size):
-            pixels = F.interpolate(pixels, size=(self.size, self.size), mode="bilinear", align_corners=False)
+            pixels = F.interpolate(
+                pixels, size=(self.size, self.size), mode="bilinear", align_corners=False
+            )
         patches = F.unfold(pixels, kernel_size=self.patch, stride=self.patch)  # (B, C p p, L)
         return self.proj(patches.transpose(1, 2))
 
 
 class AudioTokenizer(_Tokenizer):
     """Waveform -> log-mel frames (fixed, not trained), per-clip standardised, grouped -> linear."""
+
+    window: Tensor
+    filters: Tensor
 
     def __init__(self, cfg: TokenizerConfig, dim: int, gen: torch.Generator) -> None:
         super().__init__(cfg.audio_n_mels * cfg.audio_frames_per_token, dim, gen)
@@ -110,7 +117,10 @@ class AudioTokenizer(_Tokenizer):
 
     def log_mel(self, waveform: Tensor) -> Tensor:  # (B, S) -> (B, frames, n_mels)
         spec = torch.stft(
-            fit_length(waveform, self.samples), self.n_fft, self.hop, window=self.window,
+            fit_length(waveform, self.samples),
+            self.n_fft,
+            self.hop,
+            window=self.window,
             return_complex=True,
         )
         power = spec.real.square() + spec.imag.square()  # (B, n_freqs, frames)
@@ -147,12 +157,18 @@ class SensorTokenizer(_Tokenizer):
 
     def __init__(self, cfg: TokenizerConfig, dim: int, gen: torch.Generator) -> None:
         super().__init__(cfg.sensor_channels * cfg.sensor_window, dim, gen)
-        self.length, self.window, self.stride = cfg.sensor_length, cfg.sensor_window, cfg.sensor_stride
+        self.length, self.window, self.stride = (
+            cfg.sensor_length,
+            cfg.sensor_window,
+            cfg.sensor_stride,
+        )
         self.channels = cfg.sensor_channels
 
     def forward(self, signal: Tensor) -> Tensor:  # (B, C, T) -> (B, L, d)
         if signal.dim() != 3 or signal.shape[1] != self.channels:
-            raise ValueError(f"sensor signal must be (B, {self.channels}, T), got {tuple(signal.shape)}")
+            raise ValueError(
+                f"sensor signal must be (B, {self.channels}, T), got {tuple(signal.shape)}"
+            )
         windows = fit_length(signal, self.length).unfold(2, self.window, self.stride)  # (B,C,L,w)
         b, c, n, w = windows.shape
         return self.proj(windows.permute(0, 2, 1, 3).reshape(b, n, c * w))
