@@ -23,10 +23,12 @@ class BackboneConfig:
     max_positions: int = 512
     vocab_size: int = 30522
     layer_norm_eps: float = 1e-12
-    # Name of the packaged pretrained weights to load, or None for a random init (tests).
+    # Name of the packaged pretrained weights to load; None (or "none" in TOML) = random init.
     pretrained: str | None = "all-minilm-l6-v2"
 
     def __post_init__(self) -> None:
+        if self.pretrained == "none":
+            object.__setattr__(self, "pretrained", None)
         for name in ("dim", "layers", "heads", "mlp_dim", "max_positions", "vocab_size"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"backbone.{name} must be positive, got {getattr(self, name)}")
@@ -34,7 +36,7 @@ class BackboneConfig:
             raise ValueError(f"backbone.dim ({self.dim}) must be divisible by heads ({self.heads})")
         if self.pretrained is not None and self.pretrained not in PRETRAINED_BACKBONES:
             raise ValueError(
-                f"backbone.pretrained must be one of {PRETRAINED_BACKBONES} or absent, "
+                f"backbone.pretrained must be one of {PRETRAINED_BACKBONES} or 'none', "
                 f"got {self.pretrained!r}"
             )
 
@@ -237,7 +239,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     temperature: float = 0.1  # InfoNCE
     cka_weight: float = 1.0  # lambda; the term is skipped without a target (round 1)
-    anchors_per_step: int = 0  # random anchor subset per step for the CKA term; 0 = all
+    anchors_per_step: int = 64  # random anchor subset per step for the CKA term; 0 = all
     supervised_weight: float = 0.0  # SupCon on private labels, only where a node has labels
     precision: str = "tensor"  # "tensor": one precision per tensor; "element": per parameter
     fisher_prior: float = 1e-8

@@ -1,0 +1,52 @@
+"""The rosetta CLI: info on a real config file; bad config is one line and exit code 2."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "rosetta.cli", *args], capture_output=True, text=True, cwd=REPO
+    )
+
+
+def test_info_reports_the_layout_of_a_tiny_config(tmp_path):
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(
+        '[model]\nmodalities = ["image", "sensor"]\ndevice = "cpu"\n'
+        "[model.backbone]\ndim = 32\nlayers = 2\nheads = 2\nmlp_dim = 64\nmax_positions = 64\n"
+        'vocab_size = 200\npretrained = "none"\n[model.adapter]\nrank = 4\n[train]\nsteps = 3\n'
+    )
+    result = _run("info", "--config", str(cfg))
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["train"]["steps"] == 3 and out["model"]["modalities"] == ["image", "sensor"]
+    layout = out["layout"]
+    # magnitudes: per block q, k, v, o, mlp_out have d rows and mlp_in has mlp_dim rows
+    assert layout["local_parameters"] == 2 * (5 * 32 + 64)
+    # B factors: d_out x rank for each adapted layer
+    assert layout["shared_backbone_parameters"] == 2 * 4 * (5 * 32 + 64)
+    assert set(layout["delta_bytes_per_node_per_round"]) == {"image", "sensor"}
+
+
+def test_info_on_the_example_config_is_valid():
+    result = _run("info", "--config", str(REPO / "deploy" / "rosetta.example.toml"))
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    layout = out["layout"]
+    assert layout["local_parameters"] > 0 and layout["shared_backbone_parameters"] > 0
+    assert set(layout["delta_bytes_per_node_per_round"]) == {"image", "audio", "text", "sensor"}
+
+
+def test_bad_config_is_one_line_and_exit_code_2(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[model.adapter]\nrank = 0\n")
+    result = _run("info", "--config", str(bad))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "adapter.rank must be positive" in result.stderr
+    missing = _run("info", "--config", str(tmp_path / "nope.toml"))
+    assert missing.returncode == 2 and "no such config file" in missing.stderr
