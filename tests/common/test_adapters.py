@@ -105,3 +105,15 @@ def test_magnitude_sets_row_norms_and_b_moves_only_direction():
 def test_attach_adapters_rejects_targets_that_match_nothing():
     with pytest.raises(ValueError, match="no layer matched"):
         attach_adapters(torch.nn.Sequential(torch.nn.Linear(2, 2)), AdapterConfig(), seed=0)
+
+
+def test_pretrained_minilm_with_adapters_equals_it_exactly_at_init():
+    from common.pretrained import WordPieceTokenizer
+
+    cfg = ModelConfig(device="cpu").with_modalities("text", "sensor")
+    adapted, frozen = build_model(cfg), build_model(cfg, adapters=False)
+    text = WordPieceTokenizer(cfg.tokenizers.text_max_tokens)(["a handwritten seven", "drei"])
+    signal = {"signal": torch.randn(2, 1, cfg.tokenizers.sensor_length)}
+    with torch.no_grad():
+        assert torch.equal(adapted("text", text), frozen("text", text))
+        assert torch.equal(adapted("sensor", signal), frozen("sensor", signal))
