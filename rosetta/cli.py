@@ -81,6 +81,63 @@ def cmd_info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_data_build(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from rosetta.digits4m.build import FULL, TINY, build
+    from rosetta.digits4m.sources import missing_engines
+
+    if args.dataset != "digits4m":
+        raise UsageError(f"unknown dataset {args.dataset!r} (available: digits4m)")
+    missing = missing_engines()
+    if missing:
+        raise UsageError(
+            f"TTS engines not installed: {', '.join(missing)} (run 'make data', which installs them)"
+        )
+    bars: dict[str, Any] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        bar = bars.get(stage)
+        if bar is None:
+            for previous in bars.values():
+                previous.close()
+            bar = bars[stage] = tqdm(total=total, desc=f"{stage:14s}", unit="item", leave=True)
+        bar.update(done - bar.n)
+
+    summary = build(args.out, seed=args.seed, scale=TINY if args.tiny else FULL, progress=progress)
+    for bar in bars.values():
+        bar.close()
+    print(f"built Digits-4M ({summary['scale']}, seed {summary['seed']}) in {args.out}")
+    return EXIT_OK
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from common.dataformat import DataFormatError, read_anchor_set, read_data_folder
+
+    root: Path = args.path
+    try:
+        if (root / "layouts").is_dir():
+            folders = sorted(
+                p.parent for p in root.glob("**/manifest.json") if "eval" not in p.parts
+            )
+        elif (root / "manifest.json").is_file():
+            folders = [root]
+        else:
+            raise UsageError(f"{root}: neither a data folder, an anchor set nor a dataset")
+        for folder in folders:
+            if '"rosetta.anchors.v1"' in (folder / "manifest.json").read_text(encoding="utf-8"):
+                anchors = read_anchor_set(folder)
+                print(
+                    f"ok  {folder}  anchor set, {len(anchors)} concepts x {sorted(anchors.modalities)}"
+                )
+            else:
+                samples = read_data_folder(folder)
+                print(f"ok  {folder}  {samples.modality}, {len(samples)} samples")
+    except DataFormatError as exc:
+        raise UsageError(str(exc)) from None
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rosetta",
@@ -92,6 +149,20 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="print the resolved config and the model's parameter layout")
     info.add_argument("--config", type=Path, help="TOML file with [model] and [train] tables")
     info.set_defaults(func=cmd_info)
+
+    data = sub.add_parser("data", help="build or check datasets in Rosetta's on-disk format")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    build = data_sub.add_parser("build", help="build a benchmark dataset offline")
+    build.add_argument("dataset", help="digits4m")
+    build.add_argument("--out", type=Path, required=True, help="output folder")
+    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--tiny", action="store_true", help="a few samples per class, for tests")
+    build.set_defaults(func=cmd_data_build)
+    check = data_sub.add_parser(
+        "check", help="verify a data folder, an anchor set or a whole dataset"
+    )
+    check.add_argument("path", type=Path)
+    check.set_defaults(func=cmd_data_check)
     return parser
 
 

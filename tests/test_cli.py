@@ -50,3 +50,16 @@ def test_bad_config_is_one_line_and_exit_code_2(tmp_path):
     assert result.stderr.count("\n") == 1 and "adapter.rank must be positive" in result.stderr
     missing = _run("info", "--config", str(tmp_path / "nope.toml"))
     assert missing.returncode == 2 and "no such config file" in missing.stderr
+
+
+def test_data_check_reports_a_corrupt_payload_in_one_line(tmp_path):
+    from common.dataformat import Samples, write_data_folder
+
+    write_data_folder(tmp_path / "site", Samples("text", {}, ("one", "two")))
+    ok = _run("data", "check", str(tmp_path / "site"))
+    assert ok.returncode == 0 and "text, 2 samples" in ok.stdout
+    with (tmp_path / "site" / "text.jsonl").open("a") as f:
+        f.write('{"text": "three"}\n')
+    bad = _run("data", "check", str(tmp_path / "site"))
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+    assert "text.jsonl: content hash does not match" in bad.stderr
