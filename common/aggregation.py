@@ -34,6 +34,12 @@ class PrecisionWeightedSum:
 
     def add(self, delta: StateDelta, precision: Precision) -> None:
         """Fold one node's delta in. Keys must match the first node's exactly."""
+        self.commit(self.stage(delta, precision))
+
+    def stage(
+        self, delta: StateDelta, precision: Precision
+    ) -> dict[str, tuple[Tensor, Tensor, torch.dtype]]:
+        """Validate one node's delta and precisions without changing the sums (ValueError if bad)."""
         if not delta:
             raise ValueError("delta is empty")
         if set(precision) != set(delta):
@@ -42,7 +48,7 @@ class PrecisionWeightedSum:
         if self._num and set(delta) != set(self._num):
             diff = sorted(set(delta) ^ set(self._num))
             raise ValueError(f"delta keys differ between nodes: {diff[:5]}")
-        staged: dict[str, tuple[Tensor, Tensor]] = {}
+        staged: dict[str, tuple[Tensor, Tensor, torch.dtype]] = {}
         for name, d in delta.items():
             check_finite(d, f"delta {name!r}")
             pi = check_precision(precision[name], f"precision of {name!r}")
@@ -56,9 +62,12 @@ class PrecisionWeightedSum:
                     f"delta {name!r} has shape {tuple(d.shape)}, "
                     f"another node sent {tuple(self._num[name].shape)}"
                 )
-            staged[name] = (d.double(), pi.to(d.device))
-        # Validate everything before mutating, so a bad upload changes nothing.
-        for name, (d64, pi) in staged.items():
+            staged[name] = (d.double(), pi.to(d.device), d.dtype)
+        return staged
+
+    def commit(self, staged: Mapping[str, tuple[Tensor, Tensor, torch.dtype]]) -> None:
+        """Add a staged upload to the sums."""
+        for name, (d64, pi, dtype) in staged.items():
             weighted = d64 * pi
             den = pi.expand_as(d64) if pi.dim() == 0 else pi
             if name in self._num:
@@ -67,7 +76,7 @@ class PrecisionWeightedSum:
             else:
                 self._num[name] = weighted.clone()
                 self._den[name] = den.clone()
-                self._dtype[name] = delta[name].dtype
+                self._dtype[name] = dtype
         self.count += 1
 
     def mean(self) -> dict[str, Tensor]:

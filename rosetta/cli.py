@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from common.config import ModelConfig, TrainConfig, from_mapping
+from common.dataformat import DataFormatError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -19,19 +20,26 @@ class UsageError(Exception):
     """Bad input from the user: printed as one line, exit code 2."""
 
 
-def load_configs(path: Path | None) -> tuple[ModelConfig, TrainConfig]:
-    """[model] and [train] tables of a TOML file (both optional); defaults without a file."""
-    if path is None:
-        return ModelConfig(), TrainConfig()
+def read_toml(path: Path, tables: tuple[str, ...]) -> dict[str, Any]:
+    """A TOML file whose top-level tables are all in `tables`; UsageError otherwise."""
     try:
         doc = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise UsageError(f"{path}: no such config file") from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path}: invalid TOML: {exc}") from None
-    unknown = set(doc) - {"model", "train"}
+    unknown = set(doc) - set(tables)
     if unknown:
-        raise UsageError(f"{path}: unknown table(s) {sorted(unknown)} (expected [model], [train])")
+        expected = ", ".join(f"[{t}]" for t in tables)
+        raise UsageError(f"{path}: unknown table(s) {sorted(unknown)} (expected {expected})")
+    return doc
+
+
+def load_configs(path: Path | None, extra: tuple[str, ...] = ()) -> tuple[ModelConfig, TrainConfig]:
+    """[model] and [train] tables of a TOML file (both optional); defaults without a file."""
+    if path is None:
+        return ModelConfig(), TrainConfig()
+    doc = read_toml(path, ("model", "train", *extra))
     try:
         return (
             from_mapping(ModelConfig, doc.get("model", {}), "model"),
@@ -138,6 +146,35 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from coordinator.strategy import StrategyConfig
+    from rosetta.simulate import SimulationConfig, run
+
+    tables = ("simulation", "strategy")
+    model_cfg, train_cfg = load_configs(args.config, tables)
+    doc = read_toml(args.config, ("model", "train", *tables))
+    try:
+        sim = from_mapping(SimulationConfig, doc.get("simulation", {}), "simulation")
+        strategy = from_mapping(StrategyConfig, doc.get("strategy", {}), "strategy")
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"{args.config}: {exc}") from None
+    if args.out is not None:
+        sim = dataclasses.replace(sim, out=str(args.out))
+    if not (Path(sim.dataset) / "layouts" / f"{sim.layout}.json").is_file():
+        raise UsageError(
+            f"{sim.dataset}: no layout {sim.layout!r} (build the data with 'make data')"
+        )
+    try:
+        results = run(sim, model_cfg, train_cfg, strategy, log=lambda line: print(line, flush=True))
+    except ValueError as exc:  # DataFormatError included: bad data or config, one line
+        raise UsageError(str(exc)) from None
+    print(
+        f"mean cross-modal mAP {results['mean_map']:.3f} (chance {results['final']['chance_map']:.3f}); "
+        f"results in {sim.out}/results.json, plots in {sim.out}/results.png"
+    )
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rosetta",
@@ -163,6 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("path", type=Path)
     check.set_defaults(func=cmd_data_check)
+
+    simulate = sub.add_parser("simulate", help="run a whole federation on this machine")
+    simulate.add_argument(
+        "--config", type=Path, required=True, help="TOML: [simulation] [strategy] [model] [train]"
+    )
+    simulate.add_argument("--out", type=Path, help="output folder (overrides simulation.out)")
+    simulate.set_defaults(func=cmd_simulate)
     return parser
 
 

@@ -13,12 +13,8 @@ from rosetta.digits4m import sources
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    if sources.missing_engines():
-        pytest.fail(f"TTS engines missing: {sources.missing_engines()} (make test installs them)")
-    out = tmp_path_factory.mktemp("digits4m")
-    b.build(out, seed=0, scale=b.TINY)
-    return out
+def dataset(tiny_dataset):
+    return tiny_dataset
 
 
 def _digest_tree(root):

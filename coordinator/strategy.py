@@ -1,0 +1,182 @@
+"""The coordinator's round rule: fold node uploads into the new global state and consensus target.
+
+One implementation, used by the in-process simulation and by the coordinator service. Memory
+does not grow with the number of nodes: deltas and Grams are folded into running sums as they
+arrive (one accumulator for the backbone, one per modality for tokenizers and Grams).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from common.aggregation import PrecisionWeightedSum, consensus_gram
+from common.alignment import center_gram, cka, normalise_gram
+from common.checks import check_gram
+from common.partition import modality_of
+
+RULES = ("precision", "fedavg")
+CONSENSUS = ("equal", "precision", "agreement")
+
+
+@dataclass(frozen=True, kw_only=True)
+class StrategyConfig:
+    """How a round's uploads become the next global state and target."""
+
+    rule: str = "precision"  # "precision": METHOD.md 5; "fedavg": sample-count FedAvg (baseline)
+    # Modality weights omega_m of the consensus: "equal"; "precision" (sum of the modality's
+    # node precisions, normalised over modalities); "agreement" (how well a modality's Gram
+    # agrees with the other modalities' Grams, CKA)
+    consensus: str = "agreement"
+    target_smoothing: float = 0.5  # T_t = normalise(beta T_{t-1} + (1 - beta) T_round)
+    server_lr: float = 1.0  # global += server_lr * aggregated delta
+
+    def __post_init__(self) -> None:
+        if self.rule not in RULES:
+            raise ValueError(f"strategy.rule must be one of {RULES}, got {self.rule!r}")
+        if self.consensus not in CONSENSUS:
+            raise ValueError(
+                f"strategy.consensus must be one of {CONSENSUS}, got {self.consensus!r}"
+            )
+        if not 0.0 <= self.target_smoothing < 1.0:
+            raise ValueError(
+                f"strategy.target_smoothing must be in [0, 1), got {self.target_smoothing}"
+            )
+        if not self.server_lr > 0:
+            raise ValueError(f"strategy.server_lr must be positive, got {self.server_lr}")
+
+
+@dataclass(frozen=True)
+class Upload:
+    """What one node sent for one round (already validated by the transport layer)."""
+
+    node: str
+    modality: str
+    delta: Mapping[str, Tensor]
+    precisions: Mapping[str, Tensor]
+    node_precision: float
+    gram: Tensor
+    n_samples: int
+
+
+@dataclass
+class RoundAggregate:
+    """Running sums of one round; `finish` turns them into the next state and target."""
+
+    cfg: StrategyConfig
+    backbone: PrecisionWeightedSum = field(default_factory=PrecisionWeightedSum)
+    tokenizers: dict[str, PrecisionWeightedSum] = field(default_factory=dict)
+    grams: dict[str, tuple[Tensor, float, float]] = field(
+        default_factory=dict
+    )  # m -> (sum w K, sum w, sum pi)
+    nodes: list[str] = field(default_factory=list)
+
+    def add(self, up: Upload) -> None:
+        """Fold one upload in; ValueError (and nothing changed) if it does not fit the others."""
+        if up.node in self.nodes:
+            raise ValueError(f"node {up.node!r} already uploaded this round")
+        check_gram(up.gram, f"gram of {up.node!r}")
+        if self.grams:
+            n = next(iter(self.grams.values()))[0].shape[0]
+            if up.gram.shape[0] != n:
+                raise ValueError(
+                    f"gram of {up.node!r} is {up.gram.shape[0]} x {up.gram.shape[0]}, expected {n}"
+                )
+        if not (math.isfinite(up.node_precision) and up.node_precision >= 0):
+            raise ValueError(f"node precision of {up.node!r} must be finite and >= 0")
+        if up.n_samples <= 0:
+            raise ValueError(f"sample count of {up.node!r} must be positive")
+        foreign = [k for k in up.delta if modality_of(k) not in (None, up.modality)]
+        if foreign:
+            raise ValueError(
+                f"{up.node!r} ({up.modality}) sent another modality's tokenizer: {foreign[:2]}"
+            )
+        weight = self._weights(up)
+        backbone = {k: v for k, v in up.delta.items() if modality_of(k) is None}
+        tokenizer = {k: v for k, v in up.delta.items() if modality_of(k) is not None}
+        # Validate both parts before committing either, so a bad upload leaves no partial state.
+        acc_tok = self.tokenizers.get(up.modality) or PrecisionWeightedSum()
+        staged_backbone = self.backbone.stage(backbone, {k: weight[k] for k in backbone})
+        staged_tokenizer = (
+            acc_tok.stage(tokenizer, {k: weight[k] for k in tokenizer}) if tokenizer else None
+        )
+        self.backbone.commit(staged_backbone)
+        if staged_tokenizer is not None:
+            acc_tok.commit(staged_tokenizer)
+            self.tokenizers[up.modality] = acc_tok
+        w = up.node_precision if self.cfg.consensus != "equal" else 1.0
+        if self.cfg.rule == "fedavg":
+            w = float(up.n_samples)
+        kbar = normalise_gram(center_gram(up.gram.double()))
+        s, tw, tp = self.grams.get(up.modality, (torch.zeros_like(kbar), 0.0, 0.0))
+        self.grams[up.modality] = (s + w * kbar, tw + w, tp + up.node_precision)
+        self.nodes.append(up.node)
+
+    def _weights(self, up: Upload) -> dict[str, Tensor]:
+        if self.cfg.rule == "fedavg":
+            return {k: torch.tensor(float(up.n_samples)) for k in up.delta}
+        missing = sorted(set(up.delta) - set(up.precisions))
+        if missing:
+            raise ValueError(f"{up.node!r} sent no precision for {missing[:2]}")
+        return {k: torch.as_tensor(up.precisions[k]) for k in up.delta}
+
+    def modality_grams(self) -> dict[str, Tensor]:
+        """Each modality's precision-weighted mean Gram (centred, normalised)."""
+        return {
+            m: normalise_gram(center_gram(s / max(tw, 1e-300)))
+            for m, (s, tw, _) in self.grams.items()
+            if tw > 0
+        }
+
+    def modality_weights(self, per_modality: Mapping[str, Tensor]) -> dict[str, float]:
+        """omega_m by the configured consensus rule; normalised to sum to 1."""
+        mods = sorted(per_modality)
+        if self.cfg.consensus == "equal" or self.cfg.rule == "fedavg" or len(mods) == 1:
+            raw = dict.fromkeys(mods, 1.0)
+        elif self.cfg.consensus == "precision":
+            raw = {m: self.grams[m][2] for m in mods}
+        else:  # agreement: mean CKA with the other modalities, floored at 0
+            raw = {
+                m: max(
+                    0.0,
+                    sum(float(cka(per_modality[m], per_modality[o])) for o in mods if o != m)
+                    / (len(mods) - 1),
+                )
+                for m in mods
+            }
+        total = sum(raw.values())
+        if total <= 0:
+            raw, total = dict.fromkeys(mods, 1.0), float(len(mods))
+        return {m: v / total for m, v in raw.items()}
+
+    def finish(
+        self, global_state: Mapping[str, Tensor], previous_target: Tensor | None
+    ) -> tuple[dict[str, Tensor], Tensor, dict[str, float]]:
+        """(next global state, next target, modality weights used). global_state is not mutated."""
+        if not self.nodes:
+            raise ValueError("no uploads to aggregate")
+        update = dict(self.backbone.mean())
+        for acc in self.tokenizers.values():
+            update.update(acc.mean())
+        unknown = sorted(set(update) - set(global_state))
+        if unknown:
+            raise ValueError(f"uploads name parameters the global state lacks: {unknown[:3]}")
+        new_state = {
+            k: (v + self.cfg.server_lr * update[k].to(v) if k in update else v.clone())
+            for k, v in global_state.items()
+        }
+        per_modality = self.modality_grams()
+        omega = self.modality_weights(per_modality)
+        mods = sorted(per_modality)
+        target = consensus_gram([per_modality[m] for m in mods], [1.0] * len(mods), mods, omega)
+        if previous_target is not None and self.cfg.target_smoothing > 0:
+            beta = self.cfg.target_smoothing
+            target = normalise_gram(
+                center_gram(beta * previous_target.to(target) + (1 - beta) * target)
+            )
+            target = 0.5 * (target + target.T)
+        return new_state, target.float(), omega

@@ -1,0 +1,101 @@
+"""Evaluation of trained models on a dataset's test sets (BENCHMARK.md metrics).
+
+For each modality the caller supplies the model that embeds it (a site model: global shared
+state + that site's magnitudes). Labels come from the dataset's evaluation-only `eval/` tree.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from torch import Tensor
+
+from common.alignment import anchor_gram, cka
+from rosetta.metrics import anchor_relative, chance_map, concept_gram, linear_probe, retrieval
+
+Embed = Callable[[Mapping[str, Tensor]], Tensor]  # model inputs -> (n, d)
+
+
+def eval_labels(dataset: Path, relative: str) -> Tensor:
+    """Labels of the folder `relative` inside a dataset (evaluation only)."""
+    path = dataset / "eval" / relative / "labels.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: missing (evaluation labels of {relative})")
+    return load_file(str(path))["labels"]
+
+
+@dataclass
+class EvalSet:
+    """One modality's test inputs and labels, and its anchor inputs (public, concept order)."""
+
+    modality: str
+    test: dict[str, Tensor]
+    test_labels: Tensor
+    anchors: dict[str, Tensor]
+
+
+def embed_all(embed: Embed, inputs: Mapping[str, Tensor], batch: int = 256) -> Tensor:
+    n = int(next(iter(inputs.values())).shape[0])
+    out = []
+    with torch.no_grad():
+        for start in range(0, n, batch):
+            out.append(
+                embed({k: v[start : start + batch] for k, v in inputs.items()}).cpu().float()
+            )
+    return torch.cat(out)
+
+
+def evaluate(
+    sets: Mapping[str, EvalSet], embedders: Mapping[str, Embed], anchor_labels: Tensor
+) -> dict[str, Any]:
+    """All metrics for the modalities in `sets` (keys: modality names).
+
+    Returns {"pairs": {"a->b": {"map", "r1", "p10", "shared_map", "shared_r1", "shared_p10"}},
+    "mean_map", "mean_r1" (anchor-relative, the headline), "shared_mean_map", "chance_map",
+    "probe": {m: accuracy}, "anchor_cka": {"a|b": CKA of anchor Grams},
+    "concept_cka": {m: CKA of m's anchor Gram with the true concept structure}}.
+    """
+    z, za, rel = {}, {}, {}
+    for m, s in sets.items():
+        z[m] = embed_all(embedders[m], s.test)
+        za[m] = embed_all(embedders[m], s.anchors)
+        rel[m] = anchor_relative(z[m], za[m])
+    pairs, chances = {}, []
+    for a, b in itertools.permutations(sorted(sets), 2):
+        ya, yb = sets[a].test_labels, sets[b].test_labels
+        r = retrieval(rel[a], ya, rel[b], yb)
+        s = retrieval(z[a], ya, z[b], yb)
+        pairs[f"{a}->{b}"] = {**r, **{f"shared_{k}": v for k, v in s.items()}}
+        chances.append(chance_map(ya, yb))
+    probe = {}
+    for m, s in sets.items():
+        idx = torch.arange(len(s.test_labels))
+        train, test = idx[idx % 2 == 0], idx[idx % 2 == 1]
+        probe[m] = linear_probe(z[m][train], s.test_labels[train], z[m][test], s.test_labels[test])
+    grams = {m: anchor_gram(za[m].double()) for m in sets}
+    truth = concept_gram(anchor_labels)
+
+    def mean(key: str) -> float:
+        return float(np.mean([p[key] for p in pairs.values()])) if pairs else float("nan")
+
+    return {
+        "pairs": pairs,
+        "mean_map": mean("map"),
+        "mean_r1": mean("r1"),
+        "mean_p10": mean("p10"),
+        "shared_mean_map": mean("shared_map"),
+        "chance_map": float(np.mean(chances)) if chances else float("nan"),
+        "probe": probe,
+        "anchor_cka": {
+            f"{a}|{b}": float(cka(grams[a], grams[b]))
+            for a, b in itertools.combinations(sorted(sets), 2)
+        },
+        "concept_cka": {m: float(cka(grams[m], truth)) for m in sets},
+    }
