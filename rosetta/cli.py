@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from common.config import ModelConfig, TrainConfig, from_mapping
-from common.dataformat import DataFormatError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 

@@ -38,7 +38,7 @@ def test_precision_rule_hand_computed():
     agg = RoundAggregate(StrategyConfig(consensus="equal", target_smoothing=0.0))
     agg.add(_up("a", "image", 1.0, 5.0, pi=1.0))
     agg.add(_up("b", "audio", 4.0, 7.0, pi=3.0))
-    state, target, omega = agg.finish(STATE, None)
+    state, _, omega = agg.finish(STATE, None)
     assert torch.allclose(state[B], torch.tensor([10.0 + 3.25]))  # (1*1 + 3*4) / 4
     assert torch.allclose(state[TI], torch.tensor([5.0]))  # image tokenizer: image nodes only
     assert torch.allclose(state[TA], torch.tensor([107.0]))
