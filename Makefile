@@ -10,11 +10,12 @@ export TRANSFORMERS_OFFLINE := 1
 DATA := data/digits4m
 TTS_PACKAGES := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
 
-.PHONY: help venv system-deps data test pytest lint format typecheck bench bench-train demo clean
+.PHONY: help venv system-deps data test pytest lint format typecheck bench bench-train bench-quality demo clean
 
 help:
 	@echo "make test        set up .venv, lint, type-check common/, run the test suite"
 	@echo "make bench-train local-training throughput vs a plain PyTorch loop -> docs/PERFORMANCE.md"
+	@echo "make bench-quality  every run of the quality comparison -> results/quality.json, docs/BENCHMARKS.md"
 	@echo "make lint        ruff check + format check"
 	@echo "make format      ruff format + autofix"
 	@echo "make typecheck   mypy on common/"
@@ -59,7 +60,12 @@ pytest: $(STAMP) system-deps
 
 test: lint typecheck pytest
 
-bench: bench-train
+bench: bench-train bench-quality
+
+# Needs the Digits-4M data (make data); about an hour on 2 cores.
+bench-quality: $(STAMP)
+	@test -f $(DATA)/layouts/demo.json || $(MAKE) data
+	$(PY) -m bench.quality --out results --docs docs/BENCHMARKS.md
 
 bench-train: $(STAMP)
 	$(PY) -m bench.train_throughput --out docs/PERFORMANCE.md

@@ -11,7 +11,7 @@ and scalars. Magnitudes (local) are trained but stay in the model.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,6 +96,9 @@ class LocalTrainer:
         self.optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.fisher = DiagonalFisher(prior=cfg.fisher_prior)
         self.gen = torch.Generator().manual_seed(cfg.seed)
+        # Optional extra term on the step's anchor subset: (anchor indices, their z) -> loss.
+        # Used only by the benchmark's peer baselines that share more than Grams.
+        self.auxiliary: Callable[[Tensor, Tensor], Tensor] | None = None
         self.augment = AUGMENTERS[modality]
         if modality == "text":
             mask_id = model.config.tokenizers.text_mask_id
@@ -118,12 +121,19 @@ class LocalTrainer:
         loss_self = info_nce(z1, z2, cfg.temperature)
         loss = loss_self
         terms = {"loss_self": loss_self.item()}
-        if target is not None and cfg.cka_weight > 0:
+        use_cka = target is not None and cfg.cka_weight > 0
+        if use_cka or self.auxiliary is not None:
             sub = self._anchor_subset()
             za = self.model(self.modality, self._to_device(take(self.anchors, sub)))
-            c = cka(anchor_gram(za), gram_block(target.to(za), sub.to(self.device)))
-            loss = loss + cfg.cka_weight * (1.0 - c)
-            terms["cka_step"] = c.item()
+            if use_cka:
+                assert target is not None
+                c = cka(anchor_gram(za), gram_block(target.to(za), sub.to(self.device)))
+                loss = loss + cfg.cka_weight * (1.0 - c)
+                terms["cka_step"] = c.item()
+            if self.auxiliary is not None:
+                aux = self.auxiliary(sub, za)
+                loss = loss + aux
+                terms["loss_auxiliary"] = aux.item()
         if self.labels is not None and cfg.supervised_weight > 0:
             y = self.labels[idx].to(self.device)
             sup = supervised_contrastive(z, torch.cat([y, y]), cfg.temperature)

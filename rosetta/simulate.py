@@ -29,8 +29,9 @@ from coordinator.strategy import RoundAggregate, StrategyConfig, Upload
 from node.training import LocalTrainer, RoundResult
 from rosetta.evaluate import EvalSet, eval_labels, evaluate
 from rosetta.metrics import concept_gram
+from rosetta.peers import PEERS, PeerTable, payload, pull_towards
 
-MODES = ("federated", "local_only")
+MODES = ("federated", "local_only", "centralised")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,7 +42,14 @@ class SimulationConfig:
     layout: str = "demo"
     anchors: str = "k20"
     rounds: int = 10
-    mode: str = "federated"  # "local_only": no aggregation, no target (the lower bound)
+    # "federated"; "local_only": no aggregation, no target (the lower bound); "centralised": all
+    # data of a modality pooled into one trainer, all trainers sharing ONE model (no federation)
+    mode: str = "federated"
+    supervised: bool = (
+        False  # centralised ceiling: private labels (SupCon) and the true anchor structure
+    )
+    peer: str = "none"  # benchmark peers that share more: "anchor_embeddings" or "prototypes"
+    peer_weight: float = 1.0  # weight of the peers' pull towards the shared table
     max_private: int = 0  # per node cap on private samples (0 = all), a seeded random subset
     max_test: int = 300  # per test set cap (0 = all)
     eval_every: int = 0  # also evaluate every n rounds (0 = only at the end)
@@ -53,6 +61,10 @@ class SimulationConfig:
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"simulation.mode must be one of {MODES}, got {self.mode!r}")
+        if self.peer not in PEERS:
+            raise ValueError(f"simulation.peer must be one of {PEERS}, got {self.peer!r}")
+        if self.supervised and self.mode != "centralised":
+            raise ValueError("simulation.supervised is only for mode = 'centralised'")
         if self.rounds <= 0:
             raise ValueError(f"simulation.rounds must be positive, got {self.rounds}")
         for name in ("max_private", "max_test", "eval_every"):
@@ -122,29 +134,37 @@ def load_federation(
         m: to_model_inputs(anchors.modalities[m], model_cfg, tokenizer) for m in modalities
     }
     gen = torch.Generator().manual_seed(sim.seed)
-    nodes = []
-    for i, entry in enumerate(layout["nodes"]):
-        m = entry["modality"]
-        inputs, _ = _subset(
-            to_model_inputs(read_data_folder(root / entry["data"]), model_cfg, tokenizer),
-            sim.max_private,
-            gen,
-        )
-        if entry["name"] in sim.corrupt_nodes:
-            inputs = corrupt(inputs, m, sim.corrupt_snr_db, gen)
-        model = build_model(model_cfg.with_modalities(m))
-        trainer = LocalTrainer(
-            model,
-            m,
-            inputs,
-            anchor_inputs[m],
-            dataclasses.replace(train_cfg, seed=train_cfg.seed + i),
-        )
-        nodes.append(SimNode(entry["name"], m, trainer, trainer.n_samples))
-    unknown = set(sim.corrupt_nodes) - {n.name for n in nodes}
+    unknown = set(sim.corrupt_nodes) - {n["name"] for n in layout["nodes"]}
     if unknown:
         raise ValueError(f"simulation.corrupt_nodes names unknown nodes: {sorted(unknown)}")
+    shards: list[tuple[str, str, dict[str, Tensor], Tensor]] = []
+    for entry in layout["nodes"]:
+        m = entry["modality"]
+        raw = to_model_inputs(read_data_folder(root / entry["data"]), model_cfg, tokenizer)
+        inputs, idx = _subset(raw, sim.max_private, gen)
+        if entry["name"] in sim.corrupt_nodes:
+            inputs = corrupt(inputs, m, sim.corrupt_snr_db, gen)
+        shards.append((entry["name"], m, inputs, eval_labels(root, entry["data"])[idx]))
+    if sim.mode == "centralised":  # pool every modality's shards; one model for all
+        pooled = []
+        for m in modalities:
+            parts = [s for s in shards if s[1] == m]
+            merged = {k: torch.cat([p[2][k] for p in parts]) for k in parts[0][2]}
+            pooled.append((m, m, merged, torch.cat([p[3] for p in parts])))
+        shards = pooled
+    shared_model = (
+        build_model(model_cfg.with_modalities(*modalities)) if sim.mode == "centralised" else None
+    )
+    nodes = []
+    for i, (name, m, inputs, labels) in enumerate(shards):
+        model = shared_model or build_model(model_cfg.with_modalities(m))
+        cfg_i = dataclasses.replace(train_cfg, seed=train_cfg.seed + i)
+        trainer = LocalTrainer(
+            model, m, inputs, anchor_inputs[m], cfg_i, labels=labels if sim.supervised else None
+        )
+        nodes.append(SimNode(name, m, trainer, trainer.n_samples))
     eval_sets, extra = {}, {}
+    gen = torch.Generator().manual_seed(sim.seed + 7919)  # test subsets independent of the rest
     for name, rel in layout["tests"].items():
         samples = read_data_folder(root / rel)
         inputs, idx = _subset(to_model_inputs(samples, model_cfg, tokenizer), sim.max_test, gen)
@@ -161,11 +181,13 @@ def load_federation(
 
 
 def upload_of(node: SimNode, result: RoundResult) -> Upload:
+    """The node's upload; only its own modality's tokenizer (a centralised model holds all)."""
+    own = [k for k in result.delta if modality_of(k) in (None, node.modality)]
     return Upload(
         node.name,
         node.modality,
-        result.delta,
-        result.precisions,
+        {k: result.delta[k] for k in own},
+        {k: result.precisions[k] for k in own if k in result.precisions},
         result.node_precision,
         result.gram,
         result.n_samples,
@@ -210,29 +232,43 @@ def run(
         build_model(dataclasses.replace(model_cfg, modalities=tuple(modalities), device="cpu"))
     )
     truth = concept_gram(fed.anchor_labels)
-    target: Tensor | None = None
+    federated, centralised = sim.mode == "federated", sim.mode == "centralised"
+    target: Tensor | None = truth.float() if sim.supervised else None
     history: list[dict[str, Any]] = []
     n_pairs = fed.anchor_count * (fed.anchor_count + 1) // 2
     for rnd in range(1, sim.rounds + 1):
         t0 = time.perf_counter()
         agg = RoundAggregate(strategy)
+        peers = PeerTable()
         record: dict[str, Any] = {"round": rnd, "nodes": {}}
         for node in fed.nodes:
             down = node_view(global_state, node.modality)
-            if sim.mode == "federated":
+            if federated:
                 load_shared_state(node.trainer.model, down)
-            result = node.trainer.run_round(target if sim.mode == "federated" else None)
+            result = node.trainer.run_round(None if sim.mode == "local_only" else target)
+            extra = 0
+            if sim.peer != "none":
+                table, weights = payload(sim.peer, node.trainer)
+                peers.add(table, weights)
+                extra = table.numel() + weights.numel()
             agg.add(upload_of(node, result))
+            up = 4 * (_numel(result.delta) + _numel(result.precisions) + n_pairs + extra) + 64
             record["nodes"][node.name] = {
                 "loss": result.loss,
                 "cka_to_target": result.cka,
                 "node_precision": result.node_precision,
-                "bytes_up": 4 * (_numel(result.delta) + _numel(result.precisions) + n_pairs) + 64,
-                "bytes_down": 4 * (_numel(down) + n_pairs) + 64 if sim.mode == "federated" else 0,
+                "bytes_up": 0 if centralised else up,
+                "bytes_down": 4 * (_numel(down) + n_pairs + extra) + 64 if federated else 0,
             }
-        if sim.mode == "federated":
-            global_state, target, omega = agg.finish(global_state, target)
-            if rnd == sim.rounds:  # the final global state reaches every site model
+        if sim.peer != "none":
+            table = peers.mean()
+            for node in fed.nodes:
+                node.trainer.auxiliary = pull_towards(table, sim.peer_weight)
+        if federated or (centralised and not sim.supervised):
+            new_state, target, omega = agg.finish(global_state, target)
+            if federated:  # centralised: the one shared model already holds every update
+                global_state = new_state
+            if federated and rnd == sim.rounds:  # the final global state reaches every site model
                 for node in fed.nodes:
                     load_shared_state(node.trainer.model, node_view(global_state, node.modality))
             record["modality_weights"] = omega

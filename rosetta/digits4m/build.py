@@ -5,7 +5,7 @@
     DIR/test/<set>/                held-out test sets (image, optdigits, audio, text, sensor)
     DIR/eval/<path>/labels.safetensors   labels of DIR/<path>: evaluation only
     DIR/eval/histograms.json       class histogram of every node (evaluation only)
-    DIR/layouts/demo.json, full.json     which nodes, anchor sets and test sets make a federation
+    DIR/layouts/demo.json, full.json, stress.json   which nodes, anchor sets and test sets make a federation
     DIR/dataset.json               what was built, from what, with which seed
 
 Every split is disjoint by group: images by index, clips by voice set-up, texts by template
@@ -278,7 +278,19 @@ def layouts(
         [i for i, g in enumerate(text.groups) if g.startswith("lang:")]
     )
     full["sensor"] = private["sensor"]
-    return {"demo": demo, "full": {k: v for k, v in full.items() if len(v)}}
+    # The stress layout: demo plus the optdigits site, with audio split by voice into two sites
+    # so that one of them can be corrupted while the modality keeps a clean site.
+    voices = sorted(set(audio.groups))
+    second = set(voices[1::2])
+    stress = {
+        "image": private["image"],
+        "optdigits": optdigits_private,
+        "audio": audio.take([i for i, g in enumerate(audio.groups) if g not in second]),
+        "audio-2": audio.take([i for i, g in enumerate(audio.groups) if g in second]),
+        "text": private["text"],
+        "sensor": private["sensor"],
+    }
+    return {"demo": demo, "full": {k: v for k, v in full.items() if len(v)}, "stress": stress}
 
 
 # ---------------------------------------------------------------- writing

@@ -87,3 +87,25 @@ def test_bad_simulation_config_is_one_line_exit_2(tiny_dataset, tmp_path, sim, m
     result = _simulate(_config(tmp_path, tiny_dataset, **sim), tmp_path / "x")
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert message in result.stderr
+
+
+@pytest.mark.parametrize(
+    "sim",
+    [
+        {"mode": "centralised"},
+        {"mode": "centralised", "supervised": True},
+        {"peer": "anchor_embeddings"},
+        {"peer": "prototypes"},
+    ],
+)
+def test_benchmark_variants_run_on_the_same_code(tiny_dataset, tmp_path, sim):
+    out = tmp_path / "variant"
+    result = _simulate(_config(tmp_path, tiny_dataset, rounds=1, **sim), out)
+    assert result.returncode == 0, result.stderr
+    res = json.loads((out / "results.json").read_text())
+    assert 0.0 <= res["mean_map"] <= 1.0 and len(res["pairs"]) == 12
+    if sim.get("mode") == "centralised":
+        assert all(v["up"] == 0 for v in res["bytes_per_node_per_round"].values())
+        assert set(res["nodes"]) == {"image", "audio", "text", "sensor"}
+    if "peer" in sim:  # a peer sends an N x d table on top of Rosetta's payload
+        assert all(v["up"] > 4 * 30 * 32 for v in res["bytes_per_node_per_round"].values())

@@ -1,0 +1,38 @@
+"""bench-quality end to end at tiny scale: every run of the table is produced (not the numbers)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.quality import RUN_ORDER, STRESS_RUNS
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_tiny_bench_quality_writes_every_run_and_the_report(tiny_dataset, tmp_path):
+    out, docs = tmp_path / "results", tmp_path / "docs" / "BENCHMARKS.md"
+    cmd = [sys.executable, "-m", "bench.quality", "--tiny", "--dataset", str(tiny_dataset), "--ks", "k3", "k2",
+           "--out", str(out), "--docs", str(docs)]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    quality = json.loads((out / "quality.json").read_text())
+    for key in ("runs", "runs_k50"):
+        assert set(quality[key]) == set(RUN_ORDER)
+        for run in quality[key].values():
+            assert 0.0 <= run["mean_map"] <= 1.0 and 0.0 <= run["mean_r1"] <= 1.0
+            assert set(run["pairs"]) == {
+                f"{a}->{b}"
+                for a in ("audio", "image", "sensor", "text")
+                for b in ("audio", "image", "sensor", "text")
+                if a != b
+            }
+            assert all({"map", "r1", "p10"} <= set(p) for p in run["pairs"].values())
+    assert set(quality["stress"]["runs"]) == set(STRESS_RUNS)
+    assert quality["targets"] and all("pass" in t for t in quality["targets"].values())
+    text = docs.read_text()
+    assert (
+        "k = 20 anchors per class" in text
+        and "`rosetta`" in text
+        and (docs.parent / "img" / "quality_runs.png").is_file()
+    )
