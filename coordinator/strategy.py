@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from common.aggregation import PrecisionWeightedSum, consensus_gram
+from common.aggregation import PrecisionWeightedSum, consensus_gram, knn_denoise
 from common.alignment import center_gram, cka, normalise_gram
 from common.checks import check_gram
 from common.partition import modality_of
@@ -32,6 +32,10 @@ class StrategyConfig:
     # node precisions, normalised over modalities); "agreement" (how well a modality's Gram
     # agrees with the other modalities' Grams, CKA)
     consensus: str = "agreement"
+    agreement_power: float = 4.0  # omega_m ~ agreement^p: trust the most consistent modality most
+    # Blend the consensus with its k-nearest-neighbour graph (common.aggregation.knn_denoise);
+    # k = round(sqrt(N)) when knn = 0. knn < 0 turns denoising off.
+    knn: int = 0
     target_smoothing: float = 0.5  # T_t = normalise(beta T_{t-1} + (1 - beta) T_round)
     server_lr: float = 1.0  # global += server_lr * aggregated delta
 
@@ -45,6 +49,10 @@ class StrategyConfig:
         if not 0.0 <= self.target_smoothing < 1.0:
             raise ValueError(
                 f"strategy.target_smoothing must be in [0, 1), got {self.target_smoothing}"
+            )
+        if not self.agreement_power > 0:
+            raise ValueError(
+                f"strategy.agreement_power must be positive, got {self.agreement_power}"
             )
         if not self.server_lr > 0:
             raise ValueError(f"strategy.server_lr must be positive, got {self.server_lr}")
@@ -139,15 +147,13 @@ class RoundAggregate:
             raw = dict.fromkeys(mods, 1.0)
         elif self.cfg.consensus == "precision":
             raw = {m: self.grams[m][2] for m in mods}
-        else:  # agreement: mean CKA with the other modalities, floored at 0
-            raw = {
-                m: max(
-                    0.0,
-                    sum(float(cka(per_modality[m], per_modality[o])) for o in mods if o != m)
-                    / (len(mods) - 1),
-                )
-                for m in mods
-            }
+        else:  # agreement: (mean CKA with the other modalities, floored at 0) ^ power
+            raw = {}
+            for m in mods:
+                mean_cka = sum(
+                    float(cka(per_modality[m], per_modality[o])) for o in mods if o != m
+                ) / (len(mods) - 1)
+                raw[m] = max(0.0, mean_cka) ** self.cfg.agreement_power
         total = sum(raw.values())
         if total <= 0:
             raw, total = dict.fromkeys(mods, 1.0), float(len(mods))
@@ -173,6 +179,9 @@ class RoundAggregate:
         omega = self.modality_weights(per_modality)
         mods = sorted(per_modality)
         target = consensus_gram([per_modality[m] for m in mods], [1.0] * len(mods), mods, omega)
+        n = target.shape[0]
+        if self.cfg.knn >= 0 and n > 2:
+            target = knn_denoise(target, min(n - 1, self.cfg.knn or max(1, round(math.sqrt(n)))))
         if previous_target is not None and self.cfg.target_smoothing > 0:
             beta = self.cfg.target_smoothing
             target = normalise_gram(

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import save_file
 from torch import Tensor
 
 from common.alignment import cka
@@ -235,6 +236,7 @@ def run(
     federated, centralised = sim.mode == "federated", sim.mode == "centralised"
     target: Tensor | None = truth.float() if sim.supervised else None
     history: list[dict[str, Any]] = []
+    grams: dict[str, Tensor] = {}
     n_pairs = fed.anchor_count * (fed.anchor_count + 1) // 2
     for rnd in range(1, sim.rounds + 1):
         t0 = time.perf_counter()
@@ -272,6 +274,8 @@ def run(
                 for node in fed.nodes:
                     load_shared_state(node.trainer.model, node_view(global_state, node.modality))
             record["modality_weights"] = omega
+            for m, g in agg.modality_grams().items():  # kept for offline analysis of the consensus
+                grams[f"round{rnd}.{m}"] = g.float().contiguous()
             record["target_concept_cka"] = float(cka(target.double(), truth))  # evaluation only
         record["wall_s"] = time.perf_counter() - t0
         if sim.eval_every and rnd % sim.eval_every == 0 and rnd != sim.rounds:
@@ -310,6 +314,8 @@ def run(
         "wall_s": time.perf_counter() - start,
     }
     write_outputs(Path(sim.out), results)
+    if grams:
+        save_file(grams, str(Path(sim.out) / "modality_grams.safetensors"))
     return results
 
 

@@ -377,9 +377,11 @@ def build(
         "layouts": {},
         "tests": {},
     }
-    steps = len(scale.anchor_ks) + len(tests) + 2
+    anchor_sets = anchor_tuples(rng, pools, scale.anchor_ks)
+    node_layouts = layouts(rng, private, optdigits["private"])  # same draw order as ever
+    steps = len(scale.anchor_ks) + len(tests) + len(node_layouts)
     step = 0
-    for k, per_modality in anchor_tuples(rng, pools, scale.anchor_ks).items():
+    for k, per_modality in anchor_sets.items():
         rel = f"anchors/k{k}"
         ids = [f"c{j:04d}" for j in range(10 * k)]
         write_anchor_set(
@@ -399,7 +401,7 @@ def build(
         step += 1
         report("writing", step, steps)
     histograms: dict[str, dict[str, list[int]]] = {}
-    for layout, nodes in layouts(rng, private, optdigits["private"]).items():
+    for layout, nodes in node_layouts.items():
         entries = []
         histograms[layout] = {}
         for node, split in nodes.items():

@@ -187,3 +187,36 @@ def test_zero_weight_node_has_no_influence_on_consensus():
 def test_bad_consensus_input_raises(grams, weights, mods, message):
     with pytest.raises(ValueError, match=message):
         consensus_gram(grams, weights, mods)
+
+
+def _noisy_blocks(seed=0, groups=4, per=6, noise=0.9):
+    gen = torch.Generator().manual_seed(seed)
+    centres = torch.randn(groups, 8, generator=gen, dtype=torch.float64)
+    z = centres.repeat_interleave(per, 0) + noise * torch.randn(
+        groups * per, 8, generator=gen, dtype=torch.float64
+    )
+    truth = (
+        torch.arange(groups).repeat_interleave(per)[:, None]
+        == torch.arange(groups).repeat_interleave(per)[None]
+    ).double()
+    return anchor_gram(z), truth
+
+
+def test_knn_denoise_sharpens_a_noisy_cluster_structure():
+    from common.aggregation import knn_denoise
+
+    gains = []
+    for seed in range(5):
+        g, truth = _noisy_blocks(seed)
+        gains.append(float(cka(knn_denoise(g, 5), truth)) - float(cka(g, truth)))
+    assert sum(gains) / len(gains) > 0.02
+
+
+def test_knn_denoise_output_is_a_normalised_centred_symmetric_gram():
+    from common.aggregation import knn_denoise
+
+    out = knn_denoise(_noisy_blocks()[0], 3)
+    assert torch.equal(out, out.T) and float(out.norm()) == pytest.approx(1.0, abs=1e-9)
+    assert torch.allclose(out.sum(1), torch.zeros(24, dtype=out.dtype), atol=1e-9)
+    with pytest.raises(ValueError, match="k < N"):
+        knn_denoise(out, 24)

@@ -56,13 +56,17 @@ def test_fedavg_rule_weights_by_sample_count():
     )
 
 
-def test_identical_grams_give_that_gram_as_target():
+def test_identical_grams_give_that_gram_as_target_without_denoising():
     g = _gram(3)
-    agg = RoundAggregate(StrategyConfig())
+    agg = RoundAggregate(StrategyConfig(knn=-1))
     agg.add(_up("a", "image", 0.0, 0.0, gram=g))
     agg.add(_up("b", "audio", 0.0, 0.0, gram=g))
     _, target, _ = agg.finish(STATE, None)
     assert float(cka(target, g)) == pytest.approx(1.0, abs=1e-6)
+    denoised = RoundAggregate(StrategyConfig())
+    denoised.add(_up("a", "image", 0.0, 0.0, gram=g))
+    _, target, _ = denoised.finish(STATE, None)
+    assert 0.7 < float(cka(target, g)) < 1.0
 
 
 def test_agreement_weights_trust_the_modalities_that_agree():
@@ -115,6 +119,7 @@ def test_bad_uploads_are_rejected_and_change_nothing():
         ({"consensus": "vote"}, "consensus"),
         ({"target_smoothing": 1.0}, "smoothing"),
         ({"server_lr": 0.0}, "server_lr"),
+        ({"agreement_power": 0.0}, "agreement_power"),
     ],
 )
 def test_bad_strategy_config(kwargs, message):
