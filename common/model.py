@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from common.adapters import FrozenLinear
 from common.config import BackboneConfig, ModelConfig
-from common.tokenizers import INPUT_KEYS, make_tokenizer
+from common.tokenizers import INPUT_KEYS, make_tokenizer, seeded_generator
 
 
 class SelfAttention(nn.Module):
@@ -68,8 +68,6 @@ class Backbone(nn.Module):
         self.token_type = nn.Parameter(torch.zeros(cfg.dim))  # BERT's segment-0 vector
         self.embed_norm = nn.LayerNorm(cfg.dim, eps=cfg.layer_norm_eps)
         self.layers = nn.ModuleList(EncoderBlock(cfg) for _ in range(cfg.layers))
-        nn.init.normal_(self.word_embeddings.weight, std=0.02)
-        nn.init.normal_(self.position_embeddings.weight, std=0.02)
         for p in self.parameters():
             p.requires_grad_(False)
 
@@ -81,6 +79,19 @@ class Backbone(nn.Module):
         return h
 
 
+@torch.no_grad()
+def init_frozen(backbone: Backbone, gen: torch.Generator) -> None:
+    """Random-initialise the frozen weights from a seeded generator, so that every party builds
+    the same random backbone (pretrained weights, when configured, replace these)."""
+    for name, p in backbone.named_parameters():
+        if name.endswith("bias") or name == "token_type":
+            p.zero_()
+        elif "norm" in name:
+            p.fill_(1.0)
+        else:
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
+
+
 class HomogeneousTransformer(nn.Module):
     """Tokenizers for cfg.modalities around ONE shared backbone; forward returns z (B, d)."""
 
@@ -88,6 +99,8 @@ class HomogeneousTransformer(nn.Module):
         super().__init__()
         self.config = cfg
         self.backbone = Backbone(cfg.backbone)
+        if cfg.backbone.pretrained is None:  # pretrained weights replace every frozen tensor
+            init_frozen(self.backbone, seeded_generator(cfg.seed, "backbone"))
         self.tokenizers = nn.ModuleDict({m: make_tokenizer(m, cfg) for m in cfg.modalities})
 
     def tokenize(self, modality: str, batch: Mapping[str, Tensor]) -> tuple[Tensor, Tensor | None]:

@@ -115,3 +115,8 @@ def subtract(after: Mapping[str, Tensor], before: Mapping[str, Tensor]) -> dict[
     if set(after) != set(before):
         raise ValueError(f"states differ in keys: {sorted(set(after) ^ set(before))[:5]}")
     return {n: after[n] - before[n] for n in after}
+
+
+def modality_view(state: Mapping[str, Tensor], modality: str) -> dict[str, Tensor]:
+    """The part of a global shared state a node of `modality` uses: backbone + its tokenizer."""
+    return {k: v for k, v in state.items() if modality_of(k) in (None, modality)}

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from common.config import ModelConfig, TrainConfig, from_mapping
+from common.dataformat import DataFormatError, read_anchor_set, read_data_folder
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -119,8 +120,6 @@ def cmd_data_build(args: argparse.Namespace) -> int:
 
 
 def cmd_data_check(args: argparse.Namespace) -> int:
-    from common.dataformat import DataFormatError, read_anchor_set, read_data_folder
-
     root: Path = args.path
     try:
         if (root / "layouts").is_dir():
@@ -174,6 +173,68 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from common.inputs import to_model_inputs
+    from common.modelio import load_model, load_site
+    from common.partition import load_local_state, load_shared_state, modality_view
+    from common.pretrained import WordPieceTokenizer, build_model
+    from rosetta.evaluate import EvalSet, eval_labels, evaluate
+
+    try:
+        cfg, shared, doc = load_model(args.model)
+        dataset = args.dataset or Path(doc.get("dataset", ""))
+        layout_path = dataset / "layouts" / f"{args.layout or doc.get('layout', 'demo')}.json"
+        if not layout_path.is_file():
+            raise UsageError(f"{layout_path}: no such layout (build the data with 'make data')")
+        layout = json.loads(layout_path.read_text())
+        anchors_rel = layout["anchors"][args.anchors or doc.get("anchors", "k20")]
+        anchors = read_anchor_set(dataset / anchors_rel, modalities=list(cfg.modalities))
+        cfg = dataclasses.replace(cfg, device="cpu")
+        tokenizer = (
+            WordPieceTokenizer(cfg.tokenizers.text_max_tokens) if "text" in cfg.modalities else None
+        )
+        sites = doc.get("sites", {})
+        sets, embedders = {}, {}
+        for m in cfg.modalities:
+            if m not in layout["tests"]:
+                continue
+            test = read_data_folder(dataset / layout["tests"][m])
+            inputs = to_model_inputs(test, cfg, tokenizer)
+            labels = eval_labels(dataset, layout["tests"][m])
+            if args.max_test and len(labels) > args.max_test:
+                inputs = {k: v[: args.max_test] for k, v in inputs.items()}
+                labels = labels[: args.max_test]
+            anchor_inputs = to_model_inputs(anchors.modalities[m], cfg, tokenizer)
+            sets[m] = EvalSet(m, inputs, labels, anchor_inputs)
+            model = build_model(cfg.with_modalities(m))
+            load_shared_state(model, modality_view(shared, m))
+            own = [n for n, s in sites.items() if s["modality"] == m]
+            if own:  # the site model of the modality's largest site
+                best = max(own, key=lambda n: sites[n]["samples"])
+                load_local_state(model, load_site(args.model, best))
+            model.eval()
+            embedders[m] = model_embedder(model, m)
+        result = evaluate(sets, embedders, eval_labels(dataset, anchors_rel))
+    except (DataFormatError, ValueError, KeyError) as exc:
+        raise UsageError(str(exc)) from None
+    text = json.dumps(result, indent=2, sort_keys=True)
+    if args.out:
+        args.out.write_text(text + "\n")
+    print(text if args.json else f"mean cross-modal mAP {result['mean_map']:.3f} (anchor-relative), "
+          f"{result['shared_mean_map']:.3f} (shared space), chance {result['chance_map']:.3f}")  # fmt: skip
+    return EXIT_OK
+
+
+def model_embedder(model: Any, modality: str) -> Any:
+    import torch
+
+    def embed(batch: Any) -> Any:
+        with torch.no_grad():
+            return model(modality, batch)
+
+    return embed
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rosetta",
@@ -206,6 +267,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     simulate.add_argument("--out", type=Path, help="output folder (overrides simulation.out)")
     simulate.set_defaults(func=cmd_simulate)
+
+    evaluate = sub.add_parser(
+        "evaluate", help="retrieval, probes and CKA of an exported model on test sets"
+    )
+    evaluate.add_argument(
+        "--model", type=Path, required=True, help="exported model folder (model.json)"
+    )
+    evaluate.add_argument(
+        "--dataset", type=Path, help="dataset folder (default: the one in model.json)"
+    )
+    evaluate.add_argument("--layout", help="layout naming the test sets (default: model.json's)")
+    evaluate.add_argument("--anchors", help="anchor set name in the layout (default: model.json's)")
+    evaluate.add_argument("--max-test", type=int, default=0, help="cap per test set (0 = all)")
+    evaluate.add_argument("--out", type=Path, help="write the full metrics JSON here")
+    evaluate.add_argument("--json", action="store_true", help="print the full metrics JSON")
+    evaluate.set_defaults(func=cmd_evaluate)
     return parser
 
 

@@ -24,7 +24,14 @@ from common.alignment import cka
 from common.config import ModelConfig, TrainConfig
 from common.dataformat import read_anchor_set, read_data_folder
 from common.inputs import to_model_inputs
-from common.partition import load_shared_state, modality_of, shared_state
+from common.modelio import save_model, save_site
+from common.partition import (
+    load_shared_state,
+    local_state,
+    modality_of,
+    modality_view,
+    shared_state,
+)
 from common.pretrained import WordPieceTokenizer, build_model
 from coordinator.strategy import RoundAggregate, StrategyConfig, Upload
 from node.training import LocalTrainer, RoundResult
@@ -199,11 +206,6 @@ def _numel(tensors: Mapping[str, Tensor]) -> int:
     return sum(int(t.numel()) for t in tensors.values())
 
 
-def node_view(global_state: Mapping[str, Tensor], modality: str) -> dict[str, Tensor]:
-    """The part of the global state a node of `modality` receives: backbone + its tokenizer."""
-    return {k: v for k, v in global_state.items() if modality_of(k) in (None, modality)}
-
-
 def site_embedders(fed: Federation) -> dict[str, Callable[[Mapping[str, Tensor]], Tensor]]:
     """Per modality, the site model of its largest node (global shared state + its magnitudes)."""
     best: dict[str, SimNode] = {}
@@ -244,7 +246,7 @@ def run(
         peers = PeerTable()
         record: dict[str, Any] = {"round": rnd, "nodes": {}}
         for node in fed.nodes:
-            down = node_view(global_state, node.modality)
+            down = modality_view(global_state, node.modality)
             if federated:
                 load_shared_state(node.trainer.model, down)
             result = node.trainer.run_round(None if sim.mode == "local_only" else target)
@@ -272,7 +274,9 @@ def run(
                 global_state = new_state
             if federated and rnd == sim.rounds:  # the final global state reaches every site model
                 for node in fed.nodes:
-                    load_shared_state(node.trainer.model, node_view(global_state, node.modality))
+                    load_shared_state(
+                        node.trainer.model, modality_view(global_state, node.modality)
+                    )
             record["modality_weights"] = omega
             for m, g in agg.modality_grams().items():  # kept for offline analysis of the consensus
                 grams[f"round{rnd}.{m}"] = g.float().contiguous()
@@ -314,6 +318,20 @@ def run(
         "wall_s": time.perf_counter() - start,
     }
     write_outputs(Path(sim.out), results)
+    if federated:  # the exported model `rosetta evaluate` reads, with every site's magnitudes
+        folder = Path(sim.out) / "model"
+        meta = {
+            "round": sim.rounds,
+            "dataset": sim.dataset,
+            "layout": sim.layout,
+            "anchors": sim.anchors,
+            "sites": {n.name: {"modality": n.modality, "samples": n.n_samples} for n in fed.nodes},
+        }
+        save_model(
+            folder, dataclasses.replace(model_cfg, modalities=tuple(modalities)), global_state, meta
+        )
+        for n in fed.nodes:
+            save_site(folder, n.name, local_state(n.trainer.model))
     if grams:
         save_file(grams, str(Path(sim.out) / "modality_grams.safetensors"))
     return results

@@ -108,3 +108,13 @@ def test_pretrained_backbone_matches_sentence_transformers():
         sentences, convert_to_tensor=True
     )
     assert torch.allclose(ours, reference, atol=1e-5)
+
+
+def test_random_backbone_is_the_same_in_every_process_from_the_seed():
+    torch.manual_seed(1)
+    a = dict(build_model(ModelConfig.tiny()).named_parameters())
+    torch.manual_seed(2)
+    b = dict(build_model(ModelConfig.tiny()).named_parameters())
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    c = dict(build_model(ModelConfig.tiny(seed=5)).named_parameters())
+    assert not torch.equal(a["backbone.layers.0.attn.q.weight"], c["backbone.layers.0.attn.q.weight"])

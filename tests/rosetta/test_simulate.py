@@ -27,14 +27,15 @@ anchors_per_step = 8
 
 
 def _config(tmp_path, dataset, **sim):
-    lines = [
-        f'dataset = "{dataset}"',
-        'anchors = "k3"',
-        "rounds = 2",
-        "max_private = 16",
-        "max_test = 20",
-    ]
-    lines += [f"{k} = {json.dumps(v)}" for k, v in sim.items()]
+    values = {
+        "dataset": str(dataset),
+        "anchors": "k3",
+        "rounds": 2,
+        "max_private": 16,
+        "max_test": 20,
+        **sim,
+    }
+    lines = [f"{k} = {json.dumps(v)}" for k, v in values.items()]
     path = tmp_path / "sim.toml"
     path.write_text("[simulation]\n" + "\n".join(lines) + "\n" + TINY_MODEL)
     return path
@@ -62,6 +63,30 @@ def test_federated_simulation_writes_results_and_plots(tiny_dataset, tmp_path):
     for node in res["bytes_per_node_per_round"].values():
         assert node["up"] > 0 and node["down"] > 0
     assert len((out / "rounds.jsonl").read_text().splitlines()) == 2
+
+
+def test_evaluate_on_the_exported_model_reproduces_the_simulation(tiny_dataset, tmp_path):
+    out = tmp_path / "run"
+    assert _simulate(_config(tmp_path, tiny_dataset, rounds=1, max_test=0), out).returncode == 0
+    res = json.loads((out / "results.json").read_text())
+    model = out / "model"
+    assert (model / "model.json").is_file() and len(list((model / "sites").iterdir())) == 4
+    ev = subprocess.run(
+        [sys.executable, "-m", "rosetta.cli", "evaluate", "--model", str(model), "--out", str(tmp_path / "ev.json")],
+        capture_output=True, text=True, cwd=REPO, timeout=600,
+    )  # fmt: skip
+    assert ev.returncode == 0, ev.stderr
+    metrics = json.loads((tmp_path / "ev.json").read_text())
+    assert metrics["mean_map"] == pytest.approx(res["mean_map"], abs=1e-6)
+    assert metrics["pairs"].keys() == res["pairs"].keys()
+    (model / "shared.safetensors").write_bytes(b"tampered")
+    bad = subprocess.run(
+        [sys.executable, "-m", "rosetta.cli", "evaluate", "--model", str(model)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert bad.returncode == 2 and "content hash does not match" in bad.stderr
 
 
 def test_local_only_mode_sends_nothing_down(tiny_dataset, tmp_path):
