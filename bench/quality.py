@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import json
 import sys
 import time
@@ -116,11 +115,7 @@ class Bench:
         sim, _, model, train = configs(
             merge(self.base, {"simulation": {"anchors": anchors, "mode": "local_only"}})
         )
-        fed = load_federation(
-            sim,
-            model,
-            dataclasses.replace(train),
-        )
+        fed = load_federation(sim, model, train)
         out = fixed_baselines(fed, model)
         for name, res in out.items():
             self.log(

