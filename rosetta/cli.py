@@ -235,6 +235,34 @@ def model_embedder(model: Any, modality: str) -> Any:
     return embed
 
 
+def cmd_certs(args: argparse.Namespace) -> int:
+    from common import certs
+
+    try:
+        if args.certs_command == "init-ca":
+            key, crt = certs.create_ca(args.out, args.name, args.days)
+            print(f"created {crt} and {key} (keep the key offline; it signs every party)")
+        elif args.certs_command == "request":
+            key, csr = certs.create_request(args.out, args.name, args.host)
+            print(
+                f"created {key} (stays on this machine) and {csr} (send it to the federation operator)"
+            )
+        elif args.certs_command == "sign":
+            out = certs.sign_request(args.ca, args.csr, args.out, args.days, args.server)
+            print(f"signed {out}")
+        else:
+            info = certs.describe(args.cert)
+            print(f"subject     {info.subject}")
+            print(f"issuer      {info.issuer}")
+            print(f"valid       {info.not_before.isoformat()} .. {info.not_after.isoformat()}")
+            print(f"hosts       {', '.join(info.hosts) or '-'}")
+            print(f"ca          {'yes' if info.is_ca else 'no'}")
+            print(f"sha256      {info.sha256}")
+    except certs.CertError as exc:
+        raise UsageError(str(exc)) from None
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rosetta",
@@ -283,6 +311,35 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", type=Path, help="write the full metrics JSON here")
     evaluate.add_argument("--json", action="store_true", help="print the full metrics JSON")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    certs = sub.add_parser("certs", help="federation CA, keys, signing requests, certificates")
+    certs_sub = certs.add_subparsers(dest="certs_command", required=True)
+    ca = certs_sub.add_parser("init-ca", help="create the federation CA (ca.key, ca.crt)")
+    ca.add_argument("--out", type=Path, required=True)
+    ca.add_argument("--name", default="Rosetta federation CA")
+    ca.add_argument("--days", type=int, default=3650)
+    req = certs_sub.add_parser("request", help="create a key and a signing request on this machine")
+    req.add_argument(
+        "--name", required=True, help="the party's name: its identity in the federation"
+    )
+    req.add_argument("--out", type=Path, required=True)
+    req.add_argument(
+        "--host", action="append", default=[], help="DNS name or IP (servers); repeatable"
+    )
+    sign = certs_sub.add_parser("sign", help="sign a request with the CA")
+    sign.add_argument("--ca", type=Path, required=True, help="folder with ca.key and ca.crt")
+    sign.add_argument("--csr", type=Path, required=True)
+    sign.add_argument("--out", type=Path, required=True)
+    sign.add_argument("--days", type=int, default=365)
+    sign.add_argument(
+        "--server", action="store_true", help="a server certificate (needs --host in the request)"
+    )
+    show = certs_sub.add_parser(
+        "show", help="print a certificate's subject, issuer, validity, hosts"
+    )
+    show.add_argument("cert", type=Path)
+    for p in (ca, req, sign, show):
+        p.set_defaults(func=cmd_certs)
     return parser
 
 
