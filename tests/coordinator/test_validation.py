@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from common.alignment import anchor_gram
-from coordinator.validation import UploadLimits, UploadRejected, validate_upload
+from coordinator.validation import UploadLimits, UploadRejectedError, validate_upload
 
 LAYOUT = {
     "backbone.l.lora_b": (4, 2),
@@ -92,12 +92,12 @@ def test_a_good_upload_passes():
     ],
 )
 def test_bad_uploads_are_rejected_with_a_reason(changes, reason):
-    with pytest.raises(UploadRejected) as info:
+    with pytest.raises(UploadRejectedError) as info:
         validate_upload(**_good(**changes))
     assert info.value.reason == reason and str(info.value)
 
 
 def test_the_norm_cap_is_configurable():
     validate_upload(**_good(), limits=UploadLimits(max_delta_norm=1.0))
-    with pytest.raises(UploadRejected, match="exceeds the cap"):
+    with pytest.raises(UploadRejectedError, match="exceeds the cap"):
         validate_upload(**_good(), limits=UploadLimits(max_delta_norm=0.1))
