@@ -216,7 +216,15 @@ def main(argv: list[str] | None = None) -> int:
         help="anchor sets: table, second table, sweep-only",
     )
     parser.add_argument("--tiny", action="store_true", help="tiny model and one round (CI)")
+    parser.add_argument(
+        "--render-only", action="store_true", help="re-render the docs from --out/quality.json"
+    )
     args = parser.parse_args(argv)
+    if args.render_only:
+        from bench.quality_report import render
+
+        render(json.loads((args.out / "quality.json").read_text()), args.docs, args.out)
+        return 0
     base = tomllib.loads(args.base.read_text())
     if args.dataset:
         base = merge(base, {"simulation": {"dataset": args.dataset}})
