@@ -12,6 +12,7 @@ import hashlib
 import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -181,40 +182,50 @@ def upload_chunks(
     yield pb.UploadChunk(trailer=_trailer(pieces))
 
 
+def _assemble(
+    chunks: Iterable[Any],
+    allowed: frozenset[int],
+    what: str,
+    max_transfer_bytes: int,
+    max_piece_bytes: int,
+) -> tuple[Any, dict[int, dict[str, Tensor]]]:
+    """(header, tensors by kind) of a header / pieces / trailer stream; WireError if broken."""
+    header = None
+    assembler = PieceAssembler(allowed, max_transfer_bytes, max_piece_bytes)
+    for chunk in chunks:
+        part = chunk.WhichOneof("part")
+        if part == "header":
+            if header is not None:
+                raise WireError(f"{what} has two headers")
+            header = chunk.header
+        elif part == "piece":
+            if header is None:
+                raise WireError(f"{what} pieces arrived before the header")
+            assembler.add(chunk.piece)
+        elif part == "trailer":
+            if header is None:
+                raise WireError(f"{what} has no header")
+            return header, assembler.finish(chunk.trailer)
+        else:
+            raise WireError(f"empty {what} chunk")
+    raise WireError(f"{what} ended without a trailer (partial transfers never count)")
+
+
 def parse_upload(
     chunks: Iterable[pb.UploadChunk],
     max_transfer_bytes: int = DEFAULT_MAX_TRANSFER_BYTES,
     max_piece_bytes: int = DEFAULT_MAX_PIECE_BYTES,
 ) -> UploadPayload:
     """Reassemble an upload; WireError unless header, pieces and trailer are all intact."""
-    header: pb.UploadHeader | None = None
-    assembler = PieceAssembler(UPLOAD_KINDS, max_transfer_bytes, max_piece_bytes)
-    for chunk in chunks:
-        part = chunk.WhichOneof("part")
-        if part == "header":
-            if header is not None:
-                raise WireError("upload has two headers")
-            header = chunk.header
-        elif part == "piece":
-            if header is None:
-                raise WireError("upload pieces arrived before the header")
-            assembler.add(chunk.piece)
-        elif part == "trailer":
-            if header is None:
-                raise WireError("upload has no header")
-            parts = assembler.finish(chunk.trailer)
-            gram = _gram_from(parts)
-            if gram is None:
-                raise WireError("upload has no anchor Gram")
-            return UploadPayload(
-                header,
-                parts.get(pb.PAYLOAD_KIND_DELTA, {}),
-                parts.get(pb.PAYLOAD_KIND_PRECISION, {}),
-                gram,
-            )
-        else:
-            raise WireError("empty upload chunk")
-    raise WireError("upload ended without a trailer (partial uploads never count)")
+    header, parts = _assemble(chunks, UPLOAD_KINDS, "upload", max_transfer_bytes, max_piece_bytes)
+    gram = _gram_from(parts)
+    if gram is None:
+        raise WireError("upload has no anchor Gram")
+    delta, precisions = (
+        parts.get(pb.PAYLOAD_KIND_DELTA, {}),
+        parts.get(pb.PAYLOAD_KIND_PRECISION, {}),
+    )
+    return UploadPayload(header, delta, precisions, gram)
 
 
 @dataclass(frozen=True)
@@ -247,26 +258,9 @@ def parse_task(
     max_transfer_bytes: int = DEFAULT_MAX_TRANSFER_BYTES,
     max_piece_bytes: int = DEFAULT_MAX_PIECE_BYTES,
 ) -> TaskPayload:
-    header: pb.TaskHeader | None = None
-    assembler = PieceAssembler(TASK_KINDS, max_transfer_bytes, max_piece_bytes)
-    for chunk in chunks:
-        part = chunk.WhichOneof("part")
-        if part == "header":
-            if header is not None:
-                raise WireError("task has two headers")
-            header = chunk.header
-        elif part == "piece":
-            if header is None:
-                raise WireError("task pieces arrived before the header")
-            assembler.add(chunk.piece)
-        elif part == "trailer":
-            if header is None:
-                raise WireError("task has no header")
-            parts = assembler.finish(chunk.trailer)
-            target = _gram_from(parts)
-            if header.has_target != (target is not None):
-                raise WireError("task header and target Gram disagree")
-            return TaskPayload(header, parts.get(pb.PAYLOAD_KIND_GLOBAL_STATE, {}), target)
-        else:
-            raise WireError("empty task chunk")
-    raise WireError("task ended without a trailer")
+    """Reassemble a task; WireError unless intact and its header agrees with its payload."""
+    header, parts = _assemble(chunks, TASK_KINDS, "task", max_transfer_bytes, max_piece_bytes)
+    target = _gram_from(parts)
+    if header.has_target != (target is not None):
+        raise WireError("task header and target Gram disagree")
+    return TaskPayload(header, parts.get(pb.PAYLOAD_KIND_GLOBAL_STATE, {}), target)
