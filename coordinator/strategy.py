@@ -37,6 +37,9 @@ class StrategyConfig:
     # k = round(sqrt(N)) when knn = 0. knn < 0 turns denoising off.
     knn: int = 0
     target_smoothing: float = 0.5  # T_t = normalise(beta T_{t-1} + (1 - beta) T_round)
+    # Scale each node's precisions and Gram weight by max(0, CKA(node Gram, previous target))^p:
+    # a site whose geometry disagrees with the consensus (corrupted data) counts less. 0 = off.
+    consistency_power: float = 0.0
     server_lr: float = 1.0  # global += server_lr * aggregated delta
 
     def __post_init__(self) -> None:
@@ -53,6 +56,10 @@ class StrategyConfig:
         if not self.agreement_power > 0:
             raise ValueError(
                 f"strategy.agreement_power must be positive, got {self.agreement_power}"
+            )
+        if not self.consistency_power >= 0:
+            raise ValueError(
+                f"strategy.consistency_power must be >= 0, got {self.consistency_power}"
             )
         if not self.server_lr > 0:
             raise ValueError(f"strategy.server_lr must be positive, got {self.server_lr}")
@@ -82,6 +89,20 @@ class RoundAggregate:
         default_factory=dict
     )  # m -> (sum w K, sum w, sum pi)
     nodes: list[str] = field(default_factory=list)
+    # The previous round's target: with consistency_power > 0 each node's weights are scaled
+    # by max(0, CKA(its Gram, reference))^power (precision rule only).
+    reference: Tensor | None = None
+    consistency: dict[str, float] = field(default_factory=dict)
+
+    def _consistency(self, up: Upload) -> float:
+        if self.cfg.rule == "fedavg" or self.cfg.consistency_power == 0 or self.reference is None:
+            return 1.0
+        if self.reference.shape != up.gram.shape:
+            raise ValueError(f"gram of {up.node!r} does not match the previous target's size")
+        return (
+            max(0.0, float(cka(up.gram.double(), self.reference.double())))
+            ** self.cfg.consistency_power
+        )
 
     def add(self, up: Upload) -> None:
         """Fold one upload in; ValueError (and nothing changed) if it does not fit the others."""
@@ -103,7 +124,8 @@ class RoundAggregate:
             raise ValueError(
                 f"{up.node!r} ({up.modality}) sent another modality's tokenizer: {foreign[:2]}"
             )
-        weight = self._weights(up)
+        trust = self._consistency(up)
+        weight = {k: v * trust for k, v in self._weights(up).items()}
         backbone = {k: v for k, v in up.delta.items() if modality_of(k) is None}
         tokenizer = {k: v for k, v in up.delta.items() if modality_of(k) is not None}
         # Validate both parts before committing either, so a bad upload leaves no partial state.
@@ -119,9 +141,11 @@ class RoundAggregate:
         w = up.node_precision if self.cfg.consensus != "equal" else 1.0
         if self.cfg.rule == "fedavg":
             w = float(up.n_samples)
+        w *= trust
         kbar = normalise_gram(center_gram(up.gram.double()))
         s, tw, tp = self.grams.get(up.modality, (torch.zeros_like(kbar), 0.0, 0.0))
         self.grams[up.modality] = (s + w * kbar, tw + w, tp + up.node_precision)
+        self.consistency[up.node] = trust
         self.nodes.append(up.node)
 
     def _weights(self, up: Upload) -> dict[str, Tensor]:

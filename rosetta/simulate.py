@@ -242,7 +242,7 @@ def run(
     n_pairs = fed.anchor_count * (fed.anchor_count + 1) // 2
     for rnd in range(1, sim.rounds + 1):
         t0 = time.perf_counter()
-        agg = RoundAggregate(strategy)
+        agg = RoundAggregate(strategy, reference=target)
         peers = PeerTable()
         record: dict[str, Any] = {"round": rnd, "nodes": {}}
         for node in fed.nodes:
@@ -278,6 +278,7 @@ def run(
                         node.trainer.model, modality_view(global_state, node.modality)
                     )
             record["modality_weights"] = omega
+            record["consistency"] = dict(agg.consistency)
             for m, g in agg.modality_grams().items():  # kept for offline analysis of the consensus
                 grams[f"round{rnd}.{m}"] = g.float().contiguous()
             record["target_concept_cka"] = float(cka(target.double(), truth))  # evaluation only

@@ -125,3 +125,21 @@ def test_bad_uploads_are_rejected_and_change_nothing():
 def test_bad_strategy_config(kwargs, message):
     with pytest.raises(ValueError, match=message):
         StrategyConfig(**kwargs)
+
+
+def test_consistency_weighting_discounts_a_site_that_disagrees_with_the_consensus():
+    reference = _gram(1)
+    agg = RoundAggregate(
+        StrategyConfig(consistency_power=2.0, consensus="equal"), reference=reference
+    )
+    agg.add(_up("clean", "image", 1.0, 0.0, pi=1.0, gram=reference))
+    agg.add(_up("noisy", "image", 9.0, 0.0, pi=1.0, gram=_gram(7)))
+    state, _, _ = agg.finish(STATE, reference)
+    assert (
+        agg.consistency["clean"] == pytest.approx(1.0, abs=1e-6) and agg.consistency["noisy"] < 0.5
+    )
+    plain = RoundAggregate(StrategyConfig(consensus="equal"), reference=reference)
+    plain.add(_up("clean", "image", 1.0, 0.0, pi=1.0, gram=reference))
+    plain.add(_up("noisy", "image", 9.0, 0.0, pi=1.0, gram=_gram(7)))
+    plain_state, _, _ = plain.finish(STATE, reference)
+    assert float(state[B] - 10.0) < float(plain_state[B] - 10.0)  # the noisy site pulls less
