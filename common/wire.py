@@ -162,24 +162,33 @@ class UploadPayload:
     gram: Tensor
 
 
+def _named_pieces(
+    kind: pb.PayloadKind, tensors: Mapping[str, Tensor], max_piece_bytes: int
+) -> list[pb.TensorPiece]:
+    """Pieces of every tensor of one kind, in name order."""
+    out: list[pb.TensorPiece] = []
+    for name, t in sorted(tensors.items()):
+        out += tensor_pieces(kind, name, torch.as_tensor(t), max_piece_bytes)
+    return out
+
+
+def _stream(chunk: Any, header: Any, pieces: list[pb.TensorPiece]) -> Iterator[Any]:
+    """header, every piece, then the trailer, as `chunk` messages (UploadChunk or TaskChunk)."""
+    yield chunk(header=header)
+    for p in pieces:
+        yield chunk(piece=p)
+    yield chunk(trailer=_trailer(pieces))
+
+
 def upload_chunks(
     payload: UploadPayload, max_piece_bytes: int = DEFAULT_MAX_PIECE_BYTES
 ) -> Iterator[pb.UploadChunk]:
     """Header, then delta, precision and Gram pieces, then the trailer."""
-    pieces: list[pb.TensorPiece] = []
-    for name, t in sorted(payload.delta.items()):
-        pieces += tensor_pieces(pb.PAYLOAD_KIND_DELTA, name, t, max_piece_bytes)
-    for name, t in sorted(payload.precisions.items()):
-        pieces += tensor_pieces(
-            pb.PAYLOAD_KIND_PRECISION, name, torch.as_tensor(t), max_piece_bytes
-        )
-    pieces += tensor_pieces(
-        pb.PAYLOAD_KIND_GRAM_UPPER, GRAM_NAME, pack_upper(payload.gram), max_piece_bytes
-    )
-    yield pb.UploadChunk(header=payload.header)
-    for p in pieces:
-        yield pb.UploadChunk(piece=p)
-    yield pb.UploadChunk(trailer=_trailer(pieces))
+    pieces = _named_pieces(pb.PAYLOAD_KIND_DELTA, payload.delta, max_piece_bytes)
+    pieces += _named_pieces(pb.PAYLOAD_KIND_PRECISION, payload.precisions, max_piece_bytes)
+    gram = {GRAM_NAME: pack_upper(payload.gram)}
+    pieces += _named_pieces(pb.PAYLOAD_KIND_GRAM_UPPER, gram, max_piece_bytes)
+    return _stream(pb.UploadChunk, payload.header, pieces)
 
 
 def _assemble(
@@ -240,17 +249,12 @@ class TaskPayload:
 def task_chunks(
     payload: TaskPayload, max_piece_bytes: int = DEFAULT_MAX_PIECE_BYTES
 ) -> Iterator[pb.TaskChunk]:
-    pieces: list[pb.TensorPiece] = []
-    for name, t in sorted(payload.global_state.items()):
-        pieces += tensor_pieces(pb.PAYLOAD_KIND_GLOBAL_STATE, name, t, max_piece_bytes)
+    """Header, then global-state pieces and the target Gram (if any), then the trailer."""
+    pieces = _named_pieces(pb.PAYLOAD_KIND_GLOBAL_STATE, payload.global_state, max_piece_bytes)
     if payload.target is not None:
-        pieces += tensor_pieces(
-            pb.PAYLOAD_KIND_GRAM_UPPER, GRAM_NAME, pack_upper(payload.target), max_piece_bytes
-        )
-    yield pb.TaskChunk(header=payload.header)
-    for p in pieces:
-        yield pb.TaskChunk(piece=p)
-    yield pb.TaskChunk(trailer=_trailer(pieces))
+        target = {GRAM_NAME: pack_upper(payload.target)}
+        pieces += _named_pieces(pb.PAYLOAD_KIND_GRAM_UPPER, target, max_piece_bytes)
+    return _stream(pb.TaskChunk, payload.header, pieces)
 
 
 def parse_task(
