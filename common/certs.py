@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -219,3 +220,28 @@ def common_name(cert_pem: bytes) -> str:
     if not names:
         raise CertError("certificate has no common name")
     return str(names[0].value)
+
+
+def check_own_certificate(
+    cert_path: Path, ca_path: Path, key_path: Path, name: str | None = None
+) -> None:
+    """Before a daemon connects: its certificate is signed by the federation CA, valid now,
+    matches its key and (for a node) carries its configured name. CertError otherwise, so a
+    misconfigured site fails at start with one line instead of retrying a refused handshake."""
+    cert, ca = load_certificate(cert_path), load_certificate(ca_path)
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        raise CertError(f"{cert_path}: not signed by the federation CA in {ca_path}") from None
+    now = _now()
+    if now < cert.not_valid_before_utc:
+        raise CertError(f"{cert_path}: not valid before {cert.not_valid_before_utc.isoformat()}")
+    if now > cert.not_valid_after_utc:
+        raise CertError(f"{cert_path}: expired on {cert.not_valid_after_utc.isoformat()}")
+    key = load_private_key(key_path)
+    if key.public_key().public_numbers() != cert.public_key().public_numbers():  # type: ignore[union-attr]
+        raise CertError(f"{key_path}: key does not belong to the certificate {cert_path}")
+    if name is not None:
+        cn = common_name(cert.public_bytes(serialization.Encoding.PEM))
+        if cn != name:
+            raise CertError(f"{cert_path}: certificate is for {cn!r}, this node is named {name!r}")

@@ -50,3 +50,18 @@ def channel_credentials(files: TlsFiles) -> grpc.ChannelCredentials:
     return grpc.ssl_channel_credentials(
         root_certificates=ca, private_key=key, certificate_chain=cert
     )
+
+
+@dataclass(frozen=True, kw_only=True)
+class TlsConfig:
+    """The [tls] table of a daemon's config: paths of the CA, certificate and key (PEM)."""
+
+    ca: str = ""
+    cert: str = ""
+    key: str = ""
+
+    def files(self) -> TlsFiles:
+        missing = [k for k in ("ca", "cert", "key") if not getattr(self, k)]
+        if missing:
+            raise CertError(f"[tls] needs {', '.join(missing)} (or run with --insecure)")
+        return TlsFiles(ca=Path(self.ca), cert=Path(self.cert), key=Path(self.key))

@@ -31,7 +31,14 @@ TASK_KINDS = frozenset({pb.PAYLOAD_KIND_GLOBAL_STATE, pb.PAYLOAD_KIND_GRAM_UPPER
 
 
 class WireError(ValueError):
-    """A malformed transfer; the message names the problem (it becomes INVALID_ARGUMENT)."""
+    """A malformed transfer; the message names the problem.
+
+    reason "malformed" becomes INVALID_ARGUMENT, "too_large" (a size cap) RESOURCE_EXHAUSTED.
+    """
+
+    def __init__(self, message: str, reason: str = "malformed") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def tensor_pieces(
@@ -84,17 +91,20 @@ class PieceAssembler:
             raise WireError(f"piece of {piece.name!r} is not a whole number of float32 values")
         if len(piece.data) > self.max_piece_bytes:
             raise WireError(
-                f"piece of {piece.name!r} exceeds the {self.max_piece_bytes}-byte message cap"
+                f"piece of {piece.name!r} exceeds the {self.max_piece_bytes}-byte message cap",
+                "too_large",
             )
         self._bytes += len(piece.data)
         if self._bytes > self.max_transfer_bytes:
-            raise WireError(f"transfer exceeds the {self.max_transfer_bytes}-byte cap")
+            raise WireError(f"transfer exceeds the {self.max_transfer_bytes}-byte cap", "too_large")
         shape = tuple(int(s) for s in piece.shape)
         if any(s < 0 for s in shape):
             raise WireError(f"tensor {piece.name!r} has a negative dimension")
         numel = math.prod(shape)
         if 4 * numel > self.max_transfer_bytes:
-            raise WireError(f"tensor {piece.name!r} of shape {shape} exceeds the transfer cap")
+            raise WireError(
+                f"tensor {piece.name!r} of shape {shape} exceeds the transfer cap", "too_large"
+            )
         key = (piece.kind, piece.name)
         part = self._parts.get(key)
         if part is None:

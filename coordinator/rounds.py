@@ -55,6 +55,7 @@ class RoundMachine:
     uploaded: set[str] = field(default_factory=set)
     deadline: float = 0.0
     in_grace: bool = False
+    starts: int = 0  # rounds started (restarts included): a new value means a fresh aggregate
     transitions: list[tuple[int, str, str, str]] = field(
         default_factory=list
     )  # (round, from, to, why)
@@ -74,13 +75,17 @@ class RoundMachine:
     def _start_round(self, why: str) -> None:
         self.participants = frozenset(self.nodes)
         self.uploaded = set()
+        self.starts += 1
         self.deadline = self.clock() + self.policy.round_timeout_s
         self.in_grace = False
         self._move(RoundState.TRAINING, why)
 
     def join(self, node: str) -> None:
-        """A node (re)joins; a waiting federation starts once the quorum is there."""
+        """A node (re)joins; a waiting federation starts once the quorum is there. A node that
+        joins while a round is training takes part in it (a restarted node is not left out)."""
         self.nodes.add(node)
+        if self.state is RoundState.TRAINING:
+            self.participants = self.participants | {node}
         wanted = self.policy.start_nodes or self.policy.min_nodes
         if self.state is RoundState.WAITING_FOR_NODES and len(self.nodes) >= wanted:
             self._start_round(f"{wanted} nodes joined")

@@ -90,7 +90,10 @@ class DiskStore(StateStore):
         self.folder, self.keep_last = folder, keep_last
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "rounds").mkdir(exist_ok=True)
-        self._db = sqlite3.connect(folder / "state.db", isolation_level=None)
+        # One connection shared by the server's threads; callers serialise (the coordinator's lock).
+        self._db = sqlite3.connect(
+            folder / "state.db", isolation_level=None, check_same_thread=False
+        )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute(

@@ -46,6 +46,10 @@ def count_rows(data: Inputs, what: str) -> int:
     return n
 
 
+class RoundInterrupted(Exception):
+    """Local training was stopped before the round's last step."""
+
+
 @dataclass
 class RoundResult:
     """What one node produces in one round; every field may cross the wire."""
@@ -166,8 +170,16 @@ class LocalTrainer:
         """The node's anchor Gram with its current model (N x N, CPU)."""
         return anchor_gram(self.embed(self.anchors).double()).float()
 
-    def run_round(self, target: Tensor | None, steps: int | None = None) -> RoundResult:
-        """Train `steps` (default cfg.steps) and return delta, Gram, precisions and scalars."""
+    def run_round(
+        self,
+        target: Tensor | None,
+        steps: int | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> RoundResult:
+        """Train `steps` (default cfg.steps) and return delta, Gram, precisions and scalars.
+
+        should_stop is checked before every step; when it turns true the round is abandoned
+        with RoundInterrupted (the daemon's SIGTERM path; the checkpoint is untouched)."""
         if target is not None and target.shape != (self.n_anchors, self.n_anchors):
             raise ValueError(
                 f"target gram is {tuple(target.shape)}, this node has {self.n_anchors} anchors"
@@ -175,7 +187,11 @@ class LocalTrainer:
         before = shared_state(self.model)
         self.fisher.reset()
         self.model.train()
-        history = [self.step(target) for _ in range(steps or self.cfg.steps)]
+        history = []
+        for _ in range(steps or self.cfg.steps):
+            if should_stop is not None and should_stop():
+                raise RoundInterrupted("stop requested during local training")
+            history.append(self.step(target))
         self.model.eval()
         delta = {k: v.cpu() for k, v in subtract(shared_state(self.model), before).items()}
         gram = self.current_gram()

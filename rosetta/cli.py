@@ -1,4 +1,9 @@
-"""The `rosetta` command line. Exit codes: 0 success, 1 unexpected failure, 2 bad usage or config."""
+"""The `rosetta` command line.
+
+Exit codes: 0 success; 1 unexpected failure; 2 bad usage, config or data; 3 security (a key,
+a certificate, TLS or the node's identity refused); 4 federation mismatch (anchor set, model,
+checkpoint of another federation); 5 coordinator unreachable for longer than node.give_up_s.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ from typing import Any
 from common.config import ModelConfig, TrainConfig, from_mapping
 from common.dataformat import DataFormatError, read_anchor_set, read_data_folder
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_SECURITY, EXIT_MISMATCH = 0, 1, 2, 3, 4
 
 
 class UsageError(Exception):
@@ -174,47 +179,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from common.inputs import to_model_inputs
-    from common.modelio import load_model, load_site
-    from common.partition import load_local_state, load_shared_state, modality_view
-    from common.pretrained import WordPieceTokenizer, build_model
-    from rosetta.evaluate import EvalSet, eval_labels, evaluate
+    from rosetta.evaluate import evaluate_exported
 
     try:
-        cfg, shared, doc = load_model(args.model)
-        dataset = args.dataset or Path(doc.get("dataset", ""))
-        layout_path = dataset / "layouts" / f"{args.layout or doc.get('layout', 'demo')}.json"
-        if not layout_path.is_file():
-            raise UsageError(f"{layout_path}: no such layout (build the data with 'make data')")
-        layout = json.loads(layout_path.read_text())
-        anchors_rel = layout["anchors"][args.anchors or doc.get("anchors", "k20")]
-        anchors = read_anchor_set(dataset / anchors_rel, modalities=list(cfg.modalities))
-        cfg = dataclasses.replace(cfg, device="cpu")
-        tokenizer = (
-            WordPieceTokenizer(cfg.tokenizers.text_max_tokens) if "text" in cfg.modalities else None
+        result = evaluate_exported(
+            args.model, args.dataset, args.layout, args.anchors, args.max_test
         )
-        sites = doc.get("sites", {})
-        sets, embedders = {}, {}
-        for m in cfg.modalities:
-            if m not in layout["tests"]:
-                continue
-            test = read_data_folder(dataset / layout["tests"][m])
-            inputs = to_model_inputs(test, cfg, tokenizer)
-            labels = eval_labels(dataset, layout["tests"][m])
-            if args.max_test and len(labels) > args.max_test:
-                inputs = {k: v[: args.max_test] for k, v in inputs.items()}
-                labels = labels[: args.max_test]
-            anchor_inputs = to_model_inputs(anchors.modalities[m], cfg, tokenizer)
-            sets[m] = EvalSet(m, inputs, labels, anchor_inputs)
-            model = build_model(cfg.with_modalities(m))
-            load_shared_state(model, modality_view(shared, m))
-            own = [n for n, s in sites.items() if s["modality"] == m]
-            if own:  # the site model of the modality's largest site
-                best = max(own, key=lambda n: sites[n]["samples"])
-                load_local_state(model, load_site(args.model, best))
-            model.eval()
-            embedders[m] = model_embedder(model, m)
-        result = evaluate(sets, embedders, eval_labels(dataset, anchors_rel))
     except (DataFormatError, ValueError, KeyError) as exc:
         raise UsageError(str(exc)) from None
     text = json.dumps(result, indent=2, sort_keys=True)
@@ -223,16 +193,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(text if args.json else f"mean cross-modal mAP {result['mean_map']:.3f} (anchor-relative), "
           f"{result['shared_mean_map']:.3f} (shared space), chance {result['chance_map']:.3f}")  # fmt: skip
     return EXIT_OK
-
-
-def model_embedder(model: Any, modality: str) -> Any:
-    import torch
-
-    def embed(batch: Any) -> Any:
-        with torch.no_grad():
-            return model(modality, batch)
-
-    return embed
 
 
 def cmd_certs(args: argparse.Namespace) -> int:
@@ -263,11 +223,72 @@ def cmd_certs(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from rosetta.demo import DemoError, run_demo
+
+    try:
+        return run_demo(args.dataset, args.out, args.config, rounds=args.rounds)
+    except DemoError as exc:
+        print(f"rosetta demo: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _daemon_logging(fmt: str, level: str) -> None:
+    from common.logs import setup_logging
+
+    setup_logging(fmt, level)
+
+
+def cmd_coordinator(args: argparse.Namespace) -> int:
+    from common.certs import CertError
+    from coordinator import daemon
+    from coordinator.config import ConfigError, load_coordinator_config
+
+    try:
+        cfg = load_coordinator_config(args.config)
+        _daemon_logging(cfg.coordinator.log_format, cfg.coordinator.log_level)
+        return daemon.run(cfg, insecure=args.insecure)
+    except (ConfigError, DataFormatError) as exc:
+        raise UsageError(str(exc)) from None
+    except CertError as exc:
+        print(f"rosetta: security: {exc}", file=sys.stderr)
+        return EXIT_SECURITY
+    except ValueError as exc:  # e.g. corrupt durable state, a state of another model layout
+        print(f"rosetta: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def cmd_node(args: argparse.Namespace) -> int:
+    from common.certs import CertError
+    from coordinator.config import ConfigError
+    from node import daemon
+    from node.checkpoint import CheckpointError
+    from node.config import load_node_config
+
+    try:
+        cfg = load_node_config(args.config)
+        _daemon_logging(cfg.node.log_format, cfg.node.log_level)
+        return daemon.run(cfg, insecure=args.insecure)
+    except (ConfigError, DataFormatError) as exc:
+        raise UsageError(str(exc)) from None
+    except CertError as exc:
+        print(f"rosetta: security: {exc}", file=sys.stderr)
+        return EXIT_SECURITY
+    except CheckpointError as exc:
+        print(f"rosetta: mismatch: {exc}", file=sys.stderr)
+        return EXIT_MISMATCH
+    except daemon.NodeExit as exc:
+        print(f"rosetta: {exc}", file=sys.stderr)
+        return exc.code
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rosetta",
         description="Federated training of one multimodal transformer on unpaired private data.",
-        epilog="Exit codes: 0 success, 1 unexpected failure, 2 bad usage or configuration.",
+        epilog="Exit codes: 0 success, 1 unexpected failure, 2 bad usage, config or data, "
+        "3 security (key, certificate, TLS, identity), 4 federation mismatch, "
+        "5 coordinator unreachable (node.give_up_s).",
     )
     parser.add_argument("--version", action="version", version="rosetta 0.1.0")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -340,6 +361,26 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("cert", type=Path)
     for p in (ca, req, sign, show):
         p.set_defaults(func=cmd_certs)
+
+    coord = sub.add_parser("coordinator", help="run the coordinator daemon")
+    coord.add_argument("--config", type=Path, required=True, help="TOML (deploy/coordinator.toml)")
+    node = sub.add_parser("node", help="run a node daemon for one site")
+    node.add_argument("--config", type=Path, required=True, help="TOML (deploy/node.toml)")
+    for p in (coord, node):
+        p.add_argument(
+            "--insecure",
+            action="store_true",
+            help="NO TLS, identities unchecked: local experiments only",
+        )
+    coord.set_defaults(func=cmd_coordinator)
+    node.set_defaults(func=cmd_node)
+
+    demo = sub.add_parser("demo", help="a whole federation on this machine over mTLS (make demo)")
+    demo.add_argument("--dataset", type=Path, default=Path("data/digits4m"))
+    demo.add_argument("--out", type=Path, default=Path("runs/demo"))
+    demo.add_argument("--config", type=Path, default=Path("deploy/demo.toml"))
+    demo.add_argument("--rounds", type=int, help="override federation.rounds")
+    demo.set_defaults(func=cmd_demo)
     return parser
 
 

@@ -99,3 +99,66 @@ def evaluate(
         },
         "concept_cka": {m: float(cka(grams[m], truth)) for m in sets},
     }
+
+
+def evaluate_exported(
+    model_dir: Path,
+    dataset: Path | None = None,
+    layout_name: str | None = None,
+    anchors_name: str | None = None,
+    max_test: int = 0,
+) -> dict[str, Any]:
+    """`rosetta evaluate`: the metrics of an exported model (model.json + shared.safetensors,
+    optional sites/) on a dataset's test sets. Per modality the site model of its largest site
+    is used when sites are exported, else the global model with its initial magnitudes."""
+    import dataclasses
+    import json
+
+    from common.dataformat import read_anchor_set, read_data_folder
+    from common.inputs import to_model_inputs
+    from common.modelio import load_model, load_site
+    from common.partition import load_local_state, load_shared_state, modality_view
+    from common.pretrained import WordPieceTokenizer, build_model
+
+    cfg, shared, doc = load_model(model_dir)
+    dataset = dataset or Path(doc.get("dataset", ""))
+    layout_path = dataset / "layouts" / f"{layout_name or doc.get('layout', 'demo')}.json"
+    if not layout_path.is_file():
+        raise ValueError(f"{layout_path}: no such layout (build the data with 'make data')")
+    layout = json.loads(layout_path.read_text())
+    anchors_rel = layout["anchors"][anchors_name or doc.get("anchors", "k20")]
+    anchors = read_anchor_set(dataset / anchors_rel, modalities=list(cfg.modalities))
+    cfg = dataclasses.replace(cfg, device="cpu")
+    tokenizer = (
+        WordPieceTokenizer(cfg.tokenizers.text_max_tokens) if "text" in cfg.modalities else None
+    )
+    sites = doc.get("sites", {})
+    sets, embedders = {}, {}
+    for m in cfg.modalities:
+        if m not in layout["tests"]:
+            continue
+        test = read_data_folder(dataset / layout["tests"][m])
+        inputs = to_model_inputs(test, cfg, tokenizer)
+        labels = eval_labels(dataset, layout["tests"][m])
+        if max_test and len(labels) > max_test:
+            inputs = {k: v[:max_test] for k, v in inputs.items()}
+            labels = labels[:max_test]
+        anchor_inputs = to_model_inputs(anchors.modalities[m], cfg, tokenizer)
+        sets[m] = EvalSet(m, inputs, labels, anchor_inputs)
+        model = build_model(cfg.with_modalities(m))
+        load_shared_state(model, modality_view(shared, m))
+        own = [n for n, s in sites.items() if s["modality"] == m]
+        if own:  # the site model of the modality's largest site
+            best = max(own, key=lambda n: sites[n]["samples"])
+            load_local_state(model, load_site(model_dir, best))
+        model.eval()
+        embedders[m] = _model_embedder(model, m)
+    return evaluate(sets, embedders, eval_labels(dataset, anchors_rel))
+
+
+def _model_embedder(model: Any, modality: str) -> Embed:
+    def embed(batch: Mapping[str, Tensor]) -> Tensor:
+        with torch.no_grad():
+            return model(modality, batch)
+
+    return embed

@@ -124,3 +124,17 @@ def test_every_transition_is_recorded():
         ("training", "aggregating"),
         ("aggregating", "done"),
     ]
+
+
+def test_a_node_joining_mid_round_takes_part_and_each_start_is_counted():
+    m, _ = _machine()
+    m.join("a")
+    m.join("b")
+    assert m.starts == 1
+    m.join("c")  # e.g. a node restarted after a crash
+    assert m.participants == {"a", "b", "c"} and m.accept_upload("c", 1)
+    m.accept_upload("a", 1)
+    assert m.state is RoundState.TRAINING  # b is still expected
+    m.accept_upload("b", 1)
+    m.round_committed()
+    assert m.starts == 2 and m.round == 2
