@@ -109,6 +109,10 @@ class LocalFederation:
     grpc_port: int = 0
     metrics_port: int = 0
 
+    def __post_init__(self) -> None:  # config files hold absolute paths
+        self.root, self.anchors = self.root.resolve(), self.anchors.resolve()
+        self.sites = {k: v.resolve() for k, v in self.sites.items()}
+
     @property
     def pki(self) -> Path:
         return self.root / "pki"
