@@ -34,7 +34,7 @@ def test_info_reports_the_layout_of_a_tiny_config(tmp_path):
 
 
 def test_info_on_the_example_config_is_valid():
-    result = _run("info", "--config", str(REPO / "deploy" / "rosetta.example.toml"))
+    result = _run("info", "--config", str(REPO / "deploy" / "model.example.toml"))
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     layout = out["layout"]
