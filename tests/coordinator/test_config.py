@@ -53,5 +53,5 @@ def test_mistakes_are_one_line_naming_the_file(tmp_path, text, message):
 
 
 def test_a_node_needs_its_name_data_and_anchors(tmp_path):
-    with pytest.raises(ConfigError, match="node.name is required"):
+    with pytest.raises(ConfigError, match=r"node\.name is required"):
         load_node_config(_write(tmp_path, '[node]\ndata = "d"\nanchors = "a"\n'))
