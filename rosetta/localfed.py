@@ -227,6 +227,17 @@ class LocalFederation:
         self.grpc_port, self.metrics_port = int(info["grpc_port"]), int(info["metrics_port"])
         return proc
 
+    def restart_coordinator(self, timeout: float = 120.0) -> Proc:
+        """Start the coordinator again on the ports it had (nodes keep their address)."""
+        path = self.root / "config" / "coordinator.toml"
+        text = path.read_text()
+        text = text.replace('listen = "127.0.0.1:0"', f'listen = "127.0.0.1:{self.grpc_port}"', 1)
+        text = text.replace(
+            'metrics_listen = "127.0.0.1:0"', f'metrics_listen = "127.0.0.1:{self.metrics_port}"'
+        )
+        path.write_text(text)
+        return self.start_coordinator(timeout)
+
     def start_node(self, name: str, **extra: Any) -> Proc:
         (self.root / "state" / f"{name}.ready").unlink(missing_ok=True)
         config = self.write_node_config(name, **extra)
