@@ -14,22 +14,18 @@ documented example.
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from common.config import MODALITIES, ModelConfig, from_mapping
+from common.daemon import ConfigError, read_toml_tables, resolve
 from common.logs import FORMATS
 from common.tls import TlsConfig
 from coordinator.rounds import RoundPolicy
 from coordinator.strategy import StrategyConfig
 from coordinator.validation import UploadLimits
-
-
-class ConfigError(ValueError):
-    """A bad config file: one line naming the file and the problem (exit code 2)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -121,29 +117,6 @@ class CoordinatorConfig:
     @property
     def export_dir(self) -> Path:
         return Path(self.coordinator.export_dir or Path(self.coordinator.state_dir) / "model")
-
-
-def read_toml_tables(path: Path, tables: tuple[str, ...]) -> dict[str, Any]:
-    """A TOML file whose top-level keys are all tables named in `tables`; ConfigError otherwise."""
-    try:
-        doc = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: unreadable ({exc.strerror})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
-    unknown = sorted(set(doc) - set(tables))
-    if unknown:
-        raise ConfigError(
-            f"{path}: unknown table(s) {unknown} (expected {', '.join(f'[{t}]' for t in tables)})"
-        )
-    return doc
-
-
-def resolve(base: Path, value: str) -> str:
-    """A path from a config file: relative ones are relative to the file's folder."""
-    return str(base / value) if value and not Path(value).is_absolute() else value
 
 
 def load_coordinator_config(path: Path) -> CoordinatorConfig:

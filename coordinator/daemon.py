@@ -22,6 +22,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import start_http_server
 
+from common.daemon import split_listen
 from common.logs import fields
 from common.tls import server_credentials
 from coordinator.config import CoordinatorConfig
@@ -33,13 +34,6 @@ from proto.rosetta.v1 import federation_pb2_grpc as pb_grpc
 
 log = logging.getLogger("rosetta.coordinator")
 SERVICE_NAME = "rosetta.v1.Federation"
-
-
-def split_listen(listen: str) -> tuple[str, int]:
-    host, _, port = listen.rpartition(":")
-    if not host or not port.isdigit():
-        raise ValueError(f"listen address must be host:port, got {listen!r}")
-    return host.strip("[]"), int(port)
 
 
 class AuditLog:

@@ -37,7 +37,6 @@ from proto.rosetta.v1 import federation_pb2 as pb
 
 log = logging.getLogger("rosetta.coordinator")
 
-VERSION = "0.1.0"
 PB_STATE = {
     RoundState.WAITING_FOR_NODES: pb.ROUND_STATE_WAITING_FOR_NODES,
     RoundState.TRAINING: pb.ROUND_STATE_TRAINING,

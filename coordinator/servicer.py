@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 
 import grpc
 
+from common.daemon import CLAIM_HEADER, REASON_TRAILER
 from common.logs import fields
 from common.wire import WireError, parse_upload, task_chunks
 from coordinator.service import Coordinator, ServiceError
@@ -23,9 +24,6 @@ from proto.rosetta.v1 import federation_pb2_grpc as pb_grpc
 
 log = logging.getLogger("rosetta.coordinator")
 _now = time.perf_counter
-
-CLAIM_HEADER = "rosetta-node"  # optional: the name a node believes it has; must match its cert
-REASON_TRAILER = "rosetta-reason"
 
 
 def _abort(context: grpc.ServicerContext, exc: ServiceError) -> NoReturn:

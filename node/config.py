@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.config import TrainConfig, from_mapping
+from common.daemon import ConfigError, read_toml_tables, resolve
 from common.logs import FORMATS
 from common.tls import TlsConfig
-from coordinator.config import ConfigError, read_toml_tables, resolve
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -30,6 +30,7 @@ from prometheus_client import start_http_server
 
 from common.certs import check_own_certificate
 from common.config import ModelConfig, from_mapping
+from common.daemon import CLAIM_HEADER, REASON_TRAILER, VERSION, split_listen
 from common.dataformat import read_anchor_set, read_data_folder
 from common.inputs import to_model_inputs
 from common.logs import fields
@@ -38,9 +39,6 @@ from common.partition import load_shared_state, local_state, shared_state
 from common.pretrained import WordPieceTokenizer, build_model
 from common.tls import channel_credentials
 from common.wire import UploadPayload, WireError, parse_task, upload_chunks
-from coordinator.daemon import split_listen
-from coordinator.service import VERSION
-from coordinator.servicer import CLAIM_HEADER, REASON_TRAILER
 from node import checkpoint
 from node.config import NodeConfig
 from node.metrics import NodeMetrics

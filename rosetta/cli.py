@@ -241,8 +241,9 @@ def _daemon_logging(fmt: str, level: str) -> None:
 
 def cmd_coordinator(args: argparse.Namespace) -> int:
     from common.certs import CertError
+    from common.daemon import ConfigError
     from coordinator import daemon
-    from coordinator.config import ConfigError, load_coordinator_config
+    from coordinator.config import load_coordinator_config
 
     try:
         cfg = load_coordinator_config(args.config)
@@ -260,7 +261,7 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
 
 def cmd_node(args: argparse.Namespace) -> int:
     from common.certs import CertError
-    from coordinator.config import ConfigError
+    from common.daemon import ConfigError
     from node import daemon
     from node.checkpoint import CheckpointError
     from node.config import load_node_config

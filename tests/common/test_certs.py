@@ -81,3 +81,29 @@ def test_cli_flow_and_one_line_errors(tmp_path):
     )
     bad = run("show", str(tmp_path / "nope.crt"))
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "missing" in bad.stderr
+
+
+def _party(tmp_path, ca, name, days=365):
+    key, csr = certs.create_request(tmp_path / f"{name}-{ca.name}", name)
+    return certs.sign_request(ca, csr, key.with_suffix(".crt"), days=days), key
+
+
+def test_own_certificate_check_names_each_problem(tmp_path):
+    import time
+
+    certs.create_ca(tmp_path / "ca")
+    certs.create_ca(tmp_path / "other", name="Other CA")
+    ca = tmp_path / "ca" / "ca.crt"
+    good, key = _party(tmp_path, tmp_path / "ca", "site")
+    certs.check_own_certificate(good, ca, key, "site")
+    with pytest.raises(certs.CertError, match="for 'site', this node is named 'other-site'"):
+        certs.check_own_certificate(good, ca, key, "other-site")
+    rogue, rogue_key = _party(tmp_path, tmp_path / "other", "site")
+    with pytest.raises(certs.CertError, match="not signed by the federation CA"):
+        certs.check_own_certificate(rogue, ca, rogue_key, "site")
+    with pytest.raises(certs.CertError, match="key does not belong"):
+        certs.check_own_certificate(good, ca, rogue_key, "site")
+    expired, expired_key = _party(tmp_path, tmp_path / "ca", "late", days=0)
+    time.sleep(0.01)
+    with pytest.raises(certs.CertError, match="expired on"):
+        certs.check_own_certificate(expired, ca, expired_key, "late")

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.config import ConfigError, load_coordinator_config
+from common.daemon import ConfigError
+from coordinator.config import load_coordinator_config
 from node.config import load_node_config
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"

@@ -320,3 +320,25 @@ def test_metrics_endpoint_serves_prometheus_text(served, pki):
         k.startswith("rosetta_coordinator_rpc_duration_seconds_count{") and "Join" in k for k in m
     )
     assert m["rosetta_coordinator_received_bytes_total"] > 0
+
+
+def test_an_expired_client_certificate_is_refused_at_the_handshake(served, pki, tmp_path):
+    import shutil
+    import time
+
+    from common import certs
+
+    folder = tmp_path / "expired"
+    _, csr = certs.create_request(folder, "image")
+    certs.sign_request(pki / "ca", csr, folder / "image.crt", days=0)
+    time.sleep(0.01)
+    shutil.copy(pki / "ca" / "ca.crt", folder / "ca.crt")
+    files = TlsFiles(ca=pki / "ca" / "ca.crt", cert=folder / "image.crt", key=folder / "image.key")
+    channel = grpc.secure_channel(
+        f"127.0.0.1:{served.port}",
+        channel_credentials(files),
+        options=(("grpc.ssl_target_name_override", "localhost"),),
+    )
+    stub = pb_grpc.FederationStub(channel)
+    err = code_of(lambda: stub.Join(pb.JoinRequest(modality="image"), timeout=10))
+    assert err.code() == grpc.StatusCode.UNAVAILABLE
