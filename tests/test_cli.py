@@ -63,3 +63,37 @@ def test_data_check_reports_a_corrupt_payload_in_one_line(tmp_path):
     bad = _run("data", "check", str(tmp_path / "site"))
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
     assert "text.jsonl: content hash does not match" in bad.stderr
+
+
+def _coordinator_config(tmp_path, pki, tiny_dataset, key):
+    cfg = tmp_path / "coordinator.toml"
+    cfg.write_text(
+        f'[coordinator]\nlisten = "127.0.0.1:0"\nmetrics_listen = ""\nanchors = "{tiny_dataset}/anchors/k3"\n'
+        f'state_dir = "{tmp_path}/state"\n'
+        f'[tls]\nca = "{pki}/ca/ca.crt"\ncert = "{pki}/coordinator/coordinator.crt"\nkey = "{key}"\n'
+        '[nodes]\nimage = "image"\ntext = "text"\n'
+    )
+    return cfg
+
+
+def test_daemons_refuse_exposed_or_missing_keys_with_exit_3(tmp_path, pki, tiny_dataset):
+    exposed = tmp_path / "exposed.key"
+    exposed.write_bytes((pki / "coordinator" / "coordinator.key").read_bytes())
+    exposed.chmod(0o644)
+    for key, message in ((exposed, "other users"), (tmp_path / "none.key", "missing")):
+        result = _run(
+            "coordinator", "--config", str(_coordinator_config(tmp_path, pki, tiny_dataset, key))
+        )
+        assert result.returncode == 3, result.stderr
+        assert result.stderr.count("\n") == 1 and message in result.stderr
+    assert not (tmp_path / "state").exists()  # refused before anything was written
+
+
+def test_daemon_config_errors_exit_2_with_one_line(tmp_path):
+    bad = tmp_path / "node.toml"
+    bad.write_text('[node]\nname = "a"\ndata = "d"\nanchors = "x"\npoll_s = 0\n')
+    result = _run("node", "--config", str(bad))
+    assert result.returncode == 2 and "node.poll_s must be positive" in result.stderr
+    assert result.stderr.count("\n") == 1
+    result = _run("coordinator", "--config", str(tmp_path / "missing.toml"))
+    assert result.returncode == 2 and "no such config file" in result.stderr
