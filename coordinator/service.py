@@ -170,6 +170,7 @@ class Coordinator:
                 current_round=m.round if m.state is not RoundState.DONE else m.completed_rounds,
                 state=PB_STATE[m.state],
                 seconds_to_deadline=left,
+                upload_received=node in m.uploaded,
             )
 
     def task(self, node: str, round_id: int) -> TaskPayload:

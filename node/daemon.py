@@ -271,7 +271,10 @@ class NodeDaemon:
                 if hb.state == pb.ROUND_STATE_DONE:
                     self._finish()
                     return EXIT_OK
-                if hb.state == pb.ROUND_STATE_TRAINING and hb.current_round > self.last_round:
+                # A round this node has not uploaded for, or whose upload the coordinator no
+                # longer holds (the round or the coordinator restarted): train it.
+                wanted = hb.current_round > self.last_round or not hb.upload_received
+                if hb.state == pb.ROUND_STATE_TRAINING and wanted:
                     self._round(int(hb.current_round))
                 else:
                     self.stop.wait(n.poll_s)

@@ -342,3 +342,26 @@ def test_an_expired_client_certificate_is_refused_at_the_handshake(served, pki, 
     stub = pb_grpc.FederationStub(channel)
     err = code_of(lambda: stub.Join(pb.JoinRequest(modality="image"), timeout=10))
     assert err.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_after_a_round_restart_heartbeats_ask_for_the_upload_again(
+    tmp_path, tiny_dataset, pki, tiny_model_table
+):
+    cfg = make_config(tmp_path, tiny_dataset, pki, tiny_model_table, node_timeout_s=1e9, grace_s=5)
+    clock = Clock()
+    c = Coordinator(cfg, MemoryStore(), clock=clock)
+    for n in ("image", "audio"):
+        c.join(n, pb.JoinRequest(modality=n))
+    c.upload("image", valid_payload(c, "image"))
+    assert c.heartbeat("image", pb.HeartbeatRequest()).upload_received
+    assert not c.heartbeat("audio", pb.HeartbeatRequest()).upload_received
+    clock.now = cfg.federation.round_timeout_s + 1
+    c.tick()  # no quorum: grace period
+    clock.now += cfg.federation.grace_s + 1
+    c.tick()  # still none: the round restarts and its uploads are dropped
+    hb = c.heartbeat("image", pb.HeartbeatRequest())
+    assert hb.current_round == 1 and hb.state == pb.ROUND_STATE_TRAINING
+    assert not hb.upload_received and c.aggregate.nodes == []
+    c.upload("image", valid_payload(c, "image"))
+    c.upload("audio", valid_payload(c, "audio", seed=1))
+    assert c.machine.completed_rounds == 1

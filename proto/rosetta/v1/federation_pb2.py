@@ -24,17 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!proto/rosetta/v1/federation.proto\x12\nrosetta.v1\"o\n\x0bTensorPiece\x12%\n\x04kind\x18\x01 \x01(\x0e\x32\x17.rosetta.v1.PayloadKind\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0e\n\x06offset\x18\x04 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\")\n\x07Trailer\x12\x0e\n\x06sha256\x18\x01 \x01(\x0c\x12\x0e\n\x06pieces\x18\x02 \x01(\r\"m\n\x0bJoinRequest\x12\x10\n\x08modality\x18\x01 \x01(\t\x12\x1b\n\x13sample_count_bucket\x18\x02 \x01(\r\x12\x18\n\x10software_version\x18\x03 \x01(\t\x12\x15\n\ranchor_digest\x18\x04 \x01(\t\"\x81\x01\n\x0cJoinResponse\x12\x11\n\tnode_name\x18\x01 \x01(\t\x12\x15\n\rfederation_id\x18\x02 \x01(\t\x12\x15\n\ranchor_digest\x18\x03 \x01(\t\x12\x19\n\x11model_config_json\x18\x04 \x01(\t\x12\x15\n\rcurrent_round\x18\x05 \x01(\x04\"0\n\x10HeartbeatRequest\x12\x1c\n\x14last_round_completed\x18\x01 \x01(\x04\"n\n\x11HeartbeatResponse\x12\x15\n\rcurrent_round\x18\x01 \x01(\x04\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.rosetta.v1.RoundState\x12\x1b\n\x13seconds_to_deadline\x18\x03 \x01(\x01\"\x1f\n\x0eGetTaskRequest\x12\r\n\x05round\x18\x01 \x01(\x04\"\x88\x01\n\nTaskHeader\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x13\n\x0blocal_steps\x18\x02 \x01(\r\x12\x12\n\ncka_weight\x18\x03 \x01(\x01\x12\x0f\n\x07\x61nchors\x18\x04 \x01(\r\x12\x12\n\nhas_target\x18\x05 \x01(\x08\x12\x1d\n\x15\x64\x65\x61\x64line_unix_seconds\x18\x06 \x01(\x01\"\x8f\x01\n\tTaskChunk\x12(\n\x06header\x18\x01 \x01(\x0b\x32\x16.rosetta.v1.TaskHeaderH\x00\x12(\n\x05piece\x18\x02 \x01(\x0b\x32\x17.rosetta.v1.TensorPieceH\x00\x12&\n\x07trailer\x18\x03 \x01(\x0b\x32\x13.rosetta.v1.TrailerH\x00\x42\x06\n\x04part\"l\n\x0cUploadHeader\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x14\n\x0csample_count\x18\x02 \x01(\x04\x12\x0c\n\x04loss\x18\x03 \x01(\x01\x12\x11\n\tlocal_cka\x18\x04 \x01(\x01\x12\x16\n\x0enode_precision\x18\x05 \x01(\x01\"\x93\x01\n\x0bUploadChunk\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x18.rosetta.v1.UploadHeaderH\x00\x12(\n\x05piece\x18\x02 \x01(\x0b\x32\x17.rosetta.v1.TensorPieceH\x00\x12&\n\x07trailer\x18\x03 \x01(\x0b\x32\x13.rosetta.v1.TrailerH\x00\x42\x06\n\x04part\"1\n\x0eUploadResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\r\n\x05round\x18\x02 \x01(\x04*\x9b\x01\n\x0bPayloadKind\x12\x1c\n\x18PAYLOAD_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12PAYLOAD_KIND_DELTA\x10\x01\x12\x1a\n\x16PAYLOAD_KIND_PRECISION\x10\x02\x12\x1b\n\x17PAYLOAD_KIND_GRAM_UPPER\x10\x03\x12\x1d\n\x19PAYLOAD_KIND_GLOBAL_STATE\x10\x04*\x99\x01\n\nRoundState\x12\x1b\n\x17ROUND_STATE_UNSPECIFIED\x10\x00\x12!\n\x1dROUND_STATE_WAITING_FOR_NODES\x10\x01\x12\x18\n\x14ROUND_STATE_TRAINING\x10\x02\x12\x1b\n\x17ROUND_STATE_AGGREGATING\x10\x03\x12\x14\n\x10ROUND_STATE_DONE\x10\x04\x32\x98\x02\n\nFederation\x12\x39\n\x04Join\x12\x17.rosetta.v1.JoinRequest\x1a\x18.rosetta.v1.JoinResponse\x12H\n\tHeartbeat\x12\x1c.rosetta.v1.HeartbeatRequest\x1a\x1d.rosetta.v1.HeartbeatResponse\x12>\n\x07GetTask\x12\x1a.rosetta.v1.GetTaskRequest\x1a\x15.rosetta.v1.TaskChunk0\x01\x12\x45\n\x0cUploadResult\x12\x17.rosetta.v1.UploadChunk\x1a\x1a.rosetta.v1.UploadResponse(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!proto/rosetta/v1/federation.proto\x12\nrosetta.v1\"o\n\x0bTensorPiece\x12%\n\x04kind\x18\x01 \x01(\x0e\x32\x17.rosetta.v1.PayloadKind\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0e\n\x06offset\x18\x04 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\")\n\x07Trailer\x12\x0e\n\x06sha256\x18\x01 \x01(\x0c\x12\x0e\n\x06pieces\x18\x02 \x01(\r\"m\n\x0bJoinRequest\x12\x10\n\x08modality\x18\x01 \x01(\t\x12\x1b\n\x13sample_count_bucket\x18\x02 \x01(\r\x12\x18\n\x10software_version\x18\x03 \x01(\t\x12\x15\n\ranchor_digest\x18\x04 \x01(\t\"\x81\x01\n\x0cJoinResponse\x12\x11\n\tnode_name\x18\x01 \x01(\t\x12\x15\n\rfederation_id\x18\x02 \x01(\t\x12\x15\n\ranchor_digest\x18\x03 \x01(\t\x12\x19\n\x11model_config_json\x18\x04 \x01(\t\x12\x15\n\rcurrent_round\x18\x05 \x01(\x04\"0\n\x10HeartbeatRequest\x12\x1c\n\x14last_round_completed\x18\x01 \x01(\x04\"\x87\x01\n\x11HeartbeatResponse\x12\x15\n\rcurrent_round\x18\x01 \x01(\x04\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.rosetta.v1.RoundState\x12\x1b\n\x13seconds_to_deadline\x18\x03 \x01(\x01\x12\x17\n\x0fupload_received\x18\x04 \x01(\x08\"\x1f\n\x0eGetTaskRequest\x12\r\n\x05round\x18\x01 \x01(\x04\"\x88\x01\n\nTaskHeader\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x13\n\x0blocal_steps\x18\x02 \x01(\r\x12\x12\n\ncka_weight\x18\x03 \x01(\x01\x12\x0f\n\x07\x61nchors\x18\x04 \x01(\r\x12\x12\n\nhas_target\x18\x05 \x01(\x08\x12\x1d\n\x15\x64\x65\x61\x64line_unix_seconds\x18\x06 \x01(\x01\"\x8f\x01\n\tTaskChunk\x12(\n\x06header\x18\x01 \x01(\x0b\x32\x16.rosetta.v1.TaskHeaderH\x00\x12(\n\x05piece\x18\x02 \x01(\x0b\x32\x17.rosetta.v1.TensorPieceH\x00\x12&\n\x07trailer\x18\x03 \x01(\x0b\x32\x13.rosetta.v1.TrailerH\x00\x42\x06\n\x04part\"l\n\x0cUploadHeader\x12\r\n\x05round\x18\x01 \x01(\x04\x12\x14\n\x0csample_count\x18\x02 \x01(\x04\x12\x0c\n\x04loss\x18\x03 \x01(\x01\x12\x11\n\tlocal_cka\x18\x04 \x01(\x01\x12\x16\n\x0enode_precision\x18\x05 \x01(\x01\"\x93\x01\n\x0bUploadChunk\x12*\n\x06header\x18\x01 \x01(\x0b\x32\x18.rosetta.v1.UploadHeaderH\x00\x12(\n\x05piece\x18\x02 \x01(\x0b\x32\x17.rosetta.v1.TensorPieceH\x00\x12&\n\x07trailer\x18\x03 \x01(\x0b\x32\x13.rosetta.v1.TrailerH\x00\x42\x06\n\x04part\"1\n\x0eUploadResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x08\x12\r\n\x05round\x18\x02 \x01(\x04*\x9b\x01\n\x0bPayloadKind\x12\x1c\n\x18PAYLOAD_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12PAYLOAD_KIND_DELTA\x10\x01\x12\x1a\n\x16PAYLOAD_KIND_PRECISION\x10\x02\x12\x1b\n\x17PAYLOAD_KIND_GRAM_UPPER\x10\x03\x12\x1d\n\x19PAYLOAD_KIND_GLOBAL_STATE\x10\x04*\x99\x01\n\nRoundState\x12\x1b\n\x17ROUND_STATE_UNSPECIFIED\x10\x00\x12!\n\x1dROUND_STATE_WAITING_FOR_NODES\x10\x01\x12\x18\n\x14ROUND_STATE_TRAINING\x10\x02\x12\x1b\n\x17ROUND_STATE_AGGREGATING\x10\x03\x12\x14\n\x10ROUND_STATE_DONE\x10\x04\x32\x98\x02\n\nFederation\x12\x39\n\x04Join\x12\x17.rosetta.v1.JoinRequest\x1a\x18.rosetta.v1.JoinResponse\x12H\n\tHeartbeat\x12\x1c.rosetta.v1.HeartbeatRequest\x1a\x1d.rosetta.v1.HeartbeatResponse\x12>\n\x07GetTask\x12\x1a.rosetta.v1.GetTaskRequest\x1a\x15.rosetta.v1.TaskChunk0\x01\x12\x45\n\x0cUploadResult\x12\x17.rosetta.v1.UploadChunk\x1a\x1a.rosetta.v1.UploadResponse(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'proto.rosetta.v1.federation_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PAYLOADKIND']._serialized_start=1240
-  _globals['_PAYLOADKIND']._serialized_end=1395
-  _globals['_ROUNDSTATE']._serialized_start=1398
-  _globals['_ROUNDSTATE']._serialized_end=1551
+  _globals['_PAYLOADKIND']._serialized_start=1266
+  _globals['_PAYLOADKIND']._serialized_end=1421
+  _globals['_ROUNDSTATE']._serialized_start=1424
+  _globals['_ROUNDSTATE']._serialized_end=1577
   _globals['_TENSORPIECE']._serialized_start=49
   _globals['_TENSORPIECE']._serialized_end=160
   _globals['_TRAILER']._serialized_start=162
@@ -45,20 +45,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOINRESPONSE']._serialized_end=446
   _globals['_HEARTBEATREQUEST']._serialized_start=448
   _globals['_HEARTBEATREQUEST']._serialized_end=496
-  _globals['_HEARTBEATRESPONSE']._serialized_start=498
-  _globals['_HEARTBEATRESPONSE']._serialized_end=608
-  _globals['_GETTASKREQUEST']._serialized_start=610
-  _globals['_GETTASKREQUEST']._serialized_end=641
-  _globals['_TASKHEADER']._serialized_start=644
-  _globals['_TASKHEADER']._serialized_end=780
-  _globals['_TASKCHUNK']._serialized_start=783
-  _globals['_TASKCHUNK']._serialized_end=926
-  _globals['_UPLOADHEADER']._serialized_start=928
-  _globals['_UPLOADHEADER']._serialized_end=1036
-  _globals['_UPLOADCHUNK']._serialized_start=1039
-  _globals['_UPLOADCHUNK']._serialized_end=1186
-  _globals['_UPLOADRESPONSE']._serialized_start=1188
-  _globals['_UPLOADRESPONSE']._serialized_end=1237
-  _globals['_FEDERATION']._serialized_start=1554
-  _globals['_FEDERATION']._serialized_end=1834
+  _globals['_HEARTBEATRESPONSE']._serialized_start=499
+  _globals['_HEARTBEATRESPONSE']._serialized_end=634
+  _globals['_GETTASKREQUEST']._serialized_start=636
+  _globals['_GETTASKREQUEST']._serialized_end=667
+  _globals['_TASKHEADER']._serialized_start=670
+  _globals['_TASKHEADER']._serialized_end=806
+  _globals['_TASKCHUNK']._serialized_start=809
+  _globals['_TASKCHUNK']._serialized_end=952
+  _globals['_UPLOADHEADER']._serialized_start=954
+  _globals['_UPLOADHEADER']._serialized_end=1062
+  _globals['_UPLOADCHUNK']._serialized_start=1065
+  _globals['_UPLOADCHUNK']._serialized_end=1212
+  _globals['_UPLOADRESPONSE']._serialized_start=1214
+  _globals['_UPLOADRESPONSE']._serialized_end=1263
+  _globals['_FEDERATION']._serialized_start=1580
+  _globals['_FEDERATION']._serialized_end=1860
 # @@protoc_insertion_point(module_scope)

@@ -88,14 +88,16 @@ class HeartbeatRequest(_message.Message):
     def __init__(self, last_round_completed: _Optional[int] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
-    __slots__ = ("current_round", "state", "seconds_to_deadline")
+    __slots__ = ("current_round", "state", "seconds_to_deadline", "upload_received")
     CURRENT_ROUND_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     SECONDS_TO_DEADLINE_FIELD_NUMBER: _ClassVar[int]
+    UPLOAD_RECEIVED_FIELD_NUMBER: _ClassVar[int]
     current_round: int
     state: RoundState
     seconds_to_deadline: float
-    def __init__(self, current_round: _Optional[int] = ..., state: _Optional[_Union[RoundState, str]] = ..., seconds_to_deadline: _Optional[float] = ...) -> None: ...
+    upload_received: bool
+    def __init__(self, current_round: _Optional[int] = ..., state: _Optional[_Union[RoundState, str]] = ..., seconds_to_deadline: _Optional[float] = ..., upload_received: _Optional[bool] = ...) -> None: ...
 
 class GetTaskRequest(_message.Message):
     __slots__ = ("round",)
