@@ -14,12 +14,18 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from common.aggregation import PrecisionWeightedSum, consensus_gram, knn_denoise
+from common.aggregation import (
+    PrecisionWeightedSum,
+    consensus_gram,
+    knn_denoise,
+    similarity_network_fusion,
+)
 from common.alignment import center_gram, cka, normalise_gram
 from common.checks import check_gram
 from common.partition import modality_of
 
 RULES = ("precision", "fedavg")
+FUSIONS = ("mean", "snf")
 CONSENSUS = ("equal", "precision", "agreement")
 
 
@@ -36,6 +42,10 @@ class StrategyConfig:
     # Blend the consensus with its k-nearest-neighbour graph (common.aggregation.knn_denoise);
     # k = round(sqrt(N)) when knn = 0. knn < 0 turns denoising off.
     knn: int = 0
+    # How the modalities' Grams become one target: "mean" (omega-weighted mean, then the kNN
+    # blend above) or "snf" (omega-weighted similarity network fusion on kNN graphs with the
+    # same k; common.aggregation.similarity_network_fusion).
+    fusion: str = "mean"
     target_smoothing: float = 0.5  # T_t = normalise(beta T_{t-1} + (1 - beta) T_round)
     # Scale each node's precisions and Gram weight by max(0, CKA(node Gram, previous target))^p:
     # a site whose geometry disagrees with the consensus (corrupted data) counts less. 0 = off.
@@ -49,6 +59,8 @@ class StrategyConfig:
             raise ValueError(
                 f"strategy.consensus must be one of {CONSENSUS}, got {self.consensus!r}"
             )
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"strategy.fusion must be one of {FUSIONS}, got {self.fusion!r}")
         if not 0.0 <= self.target_smoothing < 1.0:
             raise ValueError(
                 f"strategy.target_smoothing must be in [0, 1), got {self.target_smoothing}"
@@ -202,10 +214,16 @@ class RoundAggregate:
         per_modality = self.modality_grams()
         omega = self.modality_weights(per_modality)
         mods = sorted(per_modality)
-        target = consensus_gram([per_modality[m] for m in mods], [1.0] * len(mods), mods, omega)
-        n = target.shape[0]
-        if self.cfg.knn >= 0 and n > 2:
-            target = knn_denoise(target, min(n - 1, self.cfg.knn or max(1, round(math.sqrt(n)))))
+        n = next(iter(per_modality.values())).shape[0]
+        k = min(n - 1, self.cfg.knn if self.cfg.knn > 0 else max(1, round(math.sqrt(n))))
+        if self.cfg.fusion == "snf" and len(mods) > 1 and n > 2:
+            target = similarity_network_fusion(
+                [per_modality[m] for m in mods], [omega[m] for m in mods], k
+            )
+        else:
+            target = consensus_gram([per_modality[m] for m in mods], [1.0] * len(mods), mods, omega)
+            if self.cfg.knn >= 0 and n > 2:
+                target = knn_denoise(target, k)
         if previous_target is not None and self.cfg.target_smoothing > 0:
             beta = self.cfg.target_smoothing
             target = normalise_gram(

@@ -220,3 +220,52 @@ def test_knn_denoise_output_is_a_normalised_centred_symmetric_gram():
     assert torch.allclose(out.sum(1), torch.zeros(24, dtype=out.dtype), atol=1e-9)
     with pytest.raises(ValueError, match="k < N"):
         knn_denoise(out, 24)
+
+
+def test_snf_reinforces_structure_the_modalities_share_beyond_their_mean():
+    from common.aggregation import consensus_gram, similarity_network_fusion
+
+    gains = []
+    for seed in range(5):
+        grams = [_noisy_blocks(seed * 10 + i)[0] for i in range(3)]  # same concepts, own noise
+        truth = _noisy_blocks(seed)[1]
+        mean = consensus_gram(grams, [1.0] * 3, ["a", "b", "c"])
+        fused = similarity_network_fusion(grams, [1.0] * 3, k=5)
+        gains.append(float(cka(fused, truth)) - float(cka(mean, truth)))
+    assert sum(gains) / len(gains) > 0.02
+
+
+def test_snf_output_is_a_normalised_centred_symmetric_gram_and_order_free():
+    from common.aggregation import similarity_network_fusion
+
+    grams = [_noisy_blocks(i)[0] for i in range(3)]
+    out = similarity_network_fusion(grams, [1.0, 2.0, 3.0], k=4)
+    assert torch.equal(out, out.T) and float(out.norm()) == pytest.approx(1.0, abs=1e-9)
+    assert torch.allclose(out.sum(1), torch.zeros(24, dtype=out.dtype), atol=1e-9)
+    swapped = similarity_network_fusion(grams[::-1], [3.0, 2.0, 1.0], k=4)
+    assert torch.allclose(out, swapped, atol=1e-12)
+
+
+def test_snf_ignores_a_zero_weight_modality_in_the_fused_sum():
+    from common.aggregation import similarity_network_fusion
+
+    a, b = _noisy_blocks(1)[0], _noisy_blocks(2)[0]
+    junk = anchor_gram(torch.randn(24, 8, generator=torch.Generator().manual_seed(9)).double())
+    with_junk = similarity_network_fusion([a, b, junk], [1.0, 1.0, 0.0], k=4)
+    assert torch.allclose(with_junk, similarity_network_fusion([a, b], [1.0, 1.0], k=4), atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("weights", "k", "message"),
+    [
+        ([1.0], 4, "one weight per Gram"),
+        ([1.0, -1.0], 4, "non-negative"),
+        ([1.0, 1.0], 24, "k < N"),
+    ],
+)
+def test_snf_bad_input_raises(weights, k, message):
+    from common.aggregation import similarity_network_fusion
+
+    g = _noisy_blocks()[0]
+    with pytest.raises(ValueError, match=message):
+        similarity_network_fusion([g, g], weights, k=k)

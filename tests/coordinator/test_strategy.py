@@ -120,6 +120,7 @@ def test_bad_uploads_are_rejected_and_change_nothing():
         ({"target_smoothing": 1.0}, "smoothing"),
         ({"server_lr": 0.0}, "server_lr"),
         ({"agreement_power": 0.0}, "agreement_power"),
+        ({"fusion": "median"}, "fusion"),
     ],
 )
 def test_bad_strategy_config(kwargs, message):
@@ -143,3 +144,13 @@ def test_consistency_weighting_discounts_a_site_that_disagrees_with_the_consensu
     plain.add(_up("noisy", "image", 9.0, 0.0, pi=1.0, gram=_gram(7)))
     plain_state, _, _ = plain.finish(STATE, reference)
     assert float(state[B] - 10.0) < float(plain_state[B] - 10.0)  # the noisy site pulls less
+
+
+def test_snf_fusion_gives_a_normalised_target_close_to_grams_the_modalities_share():
+    g = _gram(3, n=12)
+    agg = RoundAggregate(StrategyConfig(fusion="snf", knn=3))
+    agg.add(_up("a", "image", 0.0, 0.0, gram=g))
+    agg.add(_up("b", "audio", 0.0, 0.0, gram=g))
+    _, target, _ = agg.finish(STATE, None)
+    assert float(target.double().norm()) == pytest.approx(1.0, abs=1e-5)
+    assert float(cka(target, g)) > 0.7
