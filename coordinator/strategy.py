@@ -39,14 +39,14 @@ class StrategyConfig:
     # agrees with the other modalities' Grams, CKA)
     consensus: str = "agreement"
     agreement_power: float = 4.0  # omega_m ~ agreement^p: trust the most consistent modality most
-    # Blend the consensus with its k-nearest-neighbour graph (common.aggregation.knn_denoise);
-    # k = round(sqrt(N)) when knn = 0. knn < 0 turns denoising off.
+    # k of the k-nearest-neighbour graphs both fusions use; k = round(sqrt(N)) when knn = 0.
+    # knn < 0 turns graphs off: the target is the plain omega-weighted mean of the Grams.
     knn: int = 0
-    # How the modalities' Grams become one target: "mean" (omega-weighted mean, then the kNN
-    # blend above) or "snf" (omega-weighted similarity network fusion on kNN graphs with the
-    # same k; common.aggregation.similarity_network_fusion).
-    fusion: str = "mean"
-    target_smoothing: float = 0.5  # T_t = normalise(beta T_{t-1} + (1 - beta) T_round)
+    # How the modalities' Grams become one target: "snf" (omega-weighted similarity network
+    # fusion on kNN graphs; common.aggregation.similarity_network_fusion) or "mean" (the
+    # omega-weighted mean blended with its kNN graph; common.aggregation.knn_denoise).
+    fusion: str = "snf"
+    target_smoothing: float = 0.25  # T_t = normalise(beta T_{t-1} + (1 - beta) T_round)
     # Scale each node's precisions and Gram weight by max(0, CKA(node Gram, previous target))^p:
     # a site whose geometry disagrees with the consensus (corrupted data) counts less. 0 = off.
     consistency_power: float = 0.0
@@ -216,7 +216,7 @@ class RoundAggregate:
         mods = sorted(per_modality)
         n = next(iter(per_modality.values())).shape[0]
         k = min(n - 1, self.cfg.knn if self.cfg.knn > 0 else max(1, round(math.sqrt(n))))
-        if self.cfg.fusion == "snf" and len(mods) > 1 and n > 2:
+        if self.cfg.fusion == "snf" and self.cfg.knn >= 0 and len(mods) > 1 and n > 2:
             target = similarity_network_fusion(
                 [per_modality[m] for m in mods], [omega[m] for m in mods], k
             )
