@@ -53,6 +53,31 @@ class ServiceError(Exception):
         self.status, self.reason = status, reason
 
 
+class StateMismatchError(ValueError):
+    """The durable state belongs to another model layout or anchor set (exit code 4)."""
+
+
+def check_resumable(
+    initial: dict[str, Tensor], state: dict[str, Tensor], target: Tensor | None, n_anchors: int
+) -> None:
+    """Refuse to resume from a state the configured model or anchor set cannot continue."""
+    shapes = {k: tuple(v.shape) for k, v in initial.items()}
+    stored = {k: tuple(v.shape) for k, v in state.items()}
+    if shapes != stored:
+        differ = sorted(set(shapes) ^ set(stored)) or sorted(
+            k for k in shapes if shapes[k] != stored[k]
+        )
+        raise StateMismatchError(
+            f"the state directory holds another model's state (differs at {differ[:2]}); "
+            "use a new state_dir for a new model"
+        )
+    if target is not None and tuple(target.shape) != (n_anchors, n_anchors):
+        raise StateMismatchError(
+            f"the state directory's target is {int(target.shape[0])} anchors, the anchor set "
+            f"has {n_anchors}; use a new state_dir for a new anchor set"
+        )
+
+
 def model_json(cfg: Any) -> str:
     return json.dumps(dataclasses.asdict(cfg), sort_keys=True)
 
@@ -72,9 +97,10 @@ class Coordinator:
         self.anchor_digest, self.n_anchors = anchors.digest, len(anchors)
         self.model_cfg = dataclasses.replace(cfg.model, device="cpu")
         self.model_json = model_json(self.model_cfg)
+        initial = shared_state(build_model(self.model_cfg))
         latest = store.latest()
         if latest is None:
-            self.global_state = shared_state(build_model(self.model_cfg))
+            self.global_state = initial
             self.target: Tensor | None = None
             completed = 0
         else:
@@ -83,6 +109,7 @@ class Coordinator:
                 latest.target,
                 latest.round,
             )
+            check_resumable(initial, latest.global_state, latest.target, self.n_anchors)
             log.info("resumed from the last completed round", extra=fields(round=completed))
         self.layout = {k: tuple(v.shape) for k, v in self.global_state.items()}
         self.machine = RoundMachine(

@@ -244,6 +244,7 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
     from common.daemon import ConfigError
     from coordinator import daemon
     from coordinator.config import load_coordinator_config
+    from coordinator.service import StateMismatchError
 
     try:
         cfg = load_coordinator_config(args.config)
@@ -254,7 +255,10 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
     except CertError as exc:
         print(f"rosetta: security: {exc}", file=sys.stderr)
         return EXIT_SECURITY
-    except ValueError as exc:  # e.g. corrupt durable state, a state of another model layout
+    except StateMismatchError as exc:
+        print(f"rosetta: mismatch: {exc}", file=sys.stderr)
+        return EXIT_MISMATCH
+    except ValueError as exc:  # e.g. corrupt durable state
         print(f"rosetta: error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
 

@@ -365,3 +365,22 @@ def test_after_a_round_restart_heartbeats_ask_for_the_upload_again(
     c.upload("image", valid_payload(c, "image"))
     c.upload("audio", valid_payload(c, "audio", seed=1))
     assert c.machine.completed_rounds == 1
+
+
+def test_a_state_of_another_model_is_refused_on_restart(
+    tmp_path, tiny_dataset, pki, tiny_model_table
+):
+    from coordinator.service import StateMismatchError
+
+    cfg = make_config(tmp_path, tiny_dataset, pki, tiny_model_table, rounds=3)
+    store = DiskStore(tmp_path / "state")
+    c = Coordinator(cfg, store)
+    for n in ("image", "audio"):
+        c.join(n, pb.JoinRequest(modality=n))
+    c.upload("image", valid_payload(c, "image"))
+    c.upload("audio", valid_payload(c, "audio", seed=1))
+    store.close()
+    other = {**tiny_model_table, "adapter": {"rank": 2, "alpha": 4.0}}
+    cfg2 = make_config(tmp_path, tiny_dataset, pki, other, rounds=3)
+    with pytest.raises(StateMismatchError, match="another model's state"):
+        Coordinator(cfg2, DiskStore(tmp_path / "state"))
