@@ -36,3 +36,17 @@ def test_tiny_bench_quality_writes_every_run_and_the_report(tiny_dataset, tmp_pa
         and "`rosetta`" in text
         and (docs.parent / "img" / "quality_runs.png").is_file()
     )
+
+
+def test_tiny_bench_seeds_writes_a_row_per_seed_and_the_means(tiny_dataset, tmp_path):
+    out, docs = tmp_path / "results", tmp_path / "BENCHMARKS_SEEDS.md"
+    cmd = [sys.executable, "-m", "bench.seeds", "--tiny", "--dataset", str(tiny_dataset), "--ks", "k3",
+           "--seeds", "1", "2", "--out", str(out), "--docs", str(docs),
+           "--with-recorded", str(tmp_path / "none.json")]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads((out / "seeds.json").read_text())["by_anchors"]["k3"]
+    assert set(rows) == {"1", "2"}
+    for r in rows.values():
+        assert r["ratio_to_centralised"] == r["rosetta"] / r["centralised"]
+    assert "| mean |" in docs.read_text()
