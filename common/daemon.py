@@ -4,6 +4,9 @@ other: they are programs run by different organisations.)"""
 
 from __future__ import annotations
 
+import logging
+import signal
+import threading
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -49,3 +52,16 @@ def split_listen(listen: str) -> tuple[str, int]:
     if not host or not port.isdigit():
         raise ValueError(f"listen address must be host:port, got {listen!r}")
     return host.strip("[]"), int(port)
+
+
+def stop_on_signals(stop: threading.Event, log: logging.Logger) -> None:
+    """SIGTERM and SIGINT set `stop` (logged); the daemon finishes what it must and exits 0."""
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info(
+            "signal received, stopping", extra={"fields": {"signal": signal.Signals(signum).name}}
+        )
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)

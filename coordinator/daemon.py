@@ -12,7 +12,6 @@ import base64
 import json
 import logging
 import os
-import signal
 import threading
 from concurrent import futures
 from pathlib import Path
@@ -22,7 +21,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import start_http_server
 
-from common.daemon import split_listen
+from common.daemon import split_listen, stop_on_signals
 from common.logs import fields
 from common.tls import server_credentials
 from coordinator.config import CoordinatorConfig
@@ -157,13 +156,7 @@ class CoordinatorDaemon:
 
 def run(cfg: CoordinatorConfig, insecure: bool = False) -> int:
     daemon = CoordinatorDaemon(cfg, insecure)
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        log.info("signal received, stopping", extra=fields(signal=signal.Signals(signum).name))
-        daemon.stopping.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop_on_signals(daemon.stopping, log)
     daemon.start()
     try:
         daemon.serve_forever()

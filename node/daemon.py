@@ -30,7 +30,7 @@ from prometheus_client import start_http_server
 
 from common.certs import check_own_certificate
 from common.config import ModelConfig, from_mapping
-from common.daemon import CLAIM_HEADER, REASON_TRAILER, VERSION, split_listen
+from common.daemon import CLAIM_HEADER, REASON_TRAILER, VERSION, split_listen, stop_on_signals
 from common.dataformat import read_anchor_set, read_data_folder
 from common.inputs import to_model_inputs
 from common.logs import fields
@@ -415,16 +415,8 @@ class NodeDaemon:
 
 
 def run(cfg: NodeConfig, insecure: bool = False) -> int:
-    import signal
-
     daemon = NodeDaemon(cfg, insecure)
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        log.info("signal received, stopping", extra=fields(signal=signal.Signals(signum).name))
-        daemon.stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop_on_signals(daemon.stop, log)
     try:
         return daemon.run()
     finally:

@@ -233,55 +233,54 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
 
 
-def _daemon_logging(fmt: str, level: str) -> None:
-    from common.logs import setup_logging
-
-    setup_logging(fmt, level)
-
-
-def cmd_coordinator(args: argparse.Namespace) -> int:
+def _run_daemon(
+    args: argparse.Namespace,
+    load: Any,
+    section: str,
+    run: Any,
+    mismatch: tuple[type[Exception], ...],
+) -> int:
+    """Load the config, set up logs, run; map failures to the documented exit codes."""
     from common.certs import CertError
     from common.daemon import ConfigError
-    from coordinator import daemon
-    from coordinator.config import load_coordinator_config
-    from coordinator.service import StateMismatchError
+    from common.logs import setup_logging
 
     try:
-        cfg = load_coordinator_config(args.config)
-        _daemon_logging(cfg.coordinator.log_format, cfg.coordinator.log_level)
-        return daemon.run(cfg, insecure=args.insecure)
+        cfg = load(args.config)
+        settings = getattr(cfg, section)
+        setup_logging(settings.log_format, settings.log_level)
+        return int(run(cfg, insecure=args.insecure))
     except (ConfigError, DataFormatError) as exc:
         raise UsageError(str(exc)) from None
     except CertError as exc:
         print(f"rosetta: security: {exc}", file=sys.stderr)
         return EXIT_SECURITY
-    except StateMismatchError as exc:
+    except mismatch as exc:
         print(f"rosetta: mismatch: {exc}", file=sys.stderr)
         return EXIT_MISMATCH
+
+
+def cmd_coordinator(args: argparse.Namespace) -> int:
+    from coordinator import daemon
+    from coordinator.config import load_coordinator_config
+    from coordinator.service import StateMismatchError
+
+    try:
+        return _run_daemon(
+            args, load_coordinator_config, "coordinator", daemon.run, (StateMismatchError,)
+        )
     except ValueError as exc:  # e.g. corrupt durable state
         print(f"rosetta: error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
 
 
 def cmd_node(args: argparse.Namespace) -> int:
-    from common.certs import CertError
-    from common.daemon import ConfigError
     from node import daemon
     from node.checkpoint import CheckpointError
     from node.config import load_node_config
 
     try:
-        cfg = load_node_config(args.config)
-        _daemon_logging(cfg.node.log_format, cfg.node.log_level)
-        return daemon.run(cfg, insecure=args.insecure)
-    except (ConfigError, DataFormatError) as exc:
-        raise UsageError(str(exc)) from None
-    except CertError as exc:
-        print(f"rosetta: security: {exc}", file=sys.stderr)
-        return EXIT_SECURITY
-    except CheckpointError as exc:
-        print(f"rosetta: mismatch: {exc}", file=sys.stderr)
-        return EXIT_MISMATCH
+        return _run_daemon(args, load_node_config, "node", daemon.run, (CheckpointError,))
     except daemon.NodeExit as exc:
         print(f"rosetta: {exc}", file=sys.stderr)
         return exc.code
