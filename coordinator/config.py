@@ -45,6 +45,9 @@ class ServerSection:
     # Debug/compliance: every protocol message received and sent, as JSON lines. "" = off.
     audit_log: str = ""
     tick_s: float = 0.5  # how often deadlines and node liveness are checked
+    # Count TLS handshakes refused inside gRPC's core (coordinator.daemon.HandshakeWatch tees
+    # stderr to see them); false leaves stderr untouched.
+    count_tls_failures: bool = True
 
     def __post_init__(self) -> None:
         if self.log_format not in FORMATS:

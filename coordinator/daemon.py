@@ -12,6 +12,7 @@ import base64
 import json
 import logging
 import os
+import sys
 import threading
 from concurrent import futures
 from pathlib import Path
@@ -59,6 +60,44 @@ class AuditLog:
         self._file.close()
 
 
+class HandshakeWatch:
+    """Counts TLS handshakes gRPC's core refused (another CA, expired, no certificate).
+
+    Those refusals happen inside gRPC's C core before any Python code runs; its only trace is a
+    `Handshake failed` line it writes to stderr. This tees file descriptor 2 through a pipe: every
+    byte is forwarded unchanged to the original stderr, and each such line increments
+    rosetta_coordinator_auth_rejections_total{reason="tls_handshake"}.
+    """
+
+    MARK = b"Handshake failed"
+
+    def __init__(self, counter: Any) -> None:
+        self.counter = counter
+        self.saved = os.dup(2)
+        read, write = os.pipe()
+        os.dup2(write, 2)
+        os.close(write)
+        self._thread = threading.Thread(target=self._pump, args=(read,), daemon=True)
+        self._thread.start()
+
+    def _pump(self, read: int) -> None:
+        pending = b""
+        while chunk := os.read(read, 65536):
+            os.write(self.saved, chunk)
+            lines = (pending + chunk).split(b"\n")
+            pending = lines.pop()
+            for line in lines:
+                if self.MARK in line:
+                    self.counter.inc()
+        os.close(read)
+
+    def close(self) -> None:
+        """Give stderr back (the pump ends when the pipe's last writer is gone)."""
+        sys.stderr.flush()
+        os.dup2(self.saved, 2)
+        self._thread.join(timeout=2)
+
+
 class CoordinatorDaemon:
     def __init__(self, cfg: CoordinatorConfig, insecure: bool = False) -> None:
         self.cfg, self.insecure = cfg, insecure
@@ -98,9 +137,12 @@ class CoordinatorDaemon:
             raise OSError(f"cannot listen on {cfg.coordinator.listen}")
         self.metrics_port = 0
         self._http: Any = None
+        self.watch: HandshakeWatch | None = None
 
     def start(self) -> None:
         c = self.cfg.coordinator
+        if c.count_tls_failures and not self.insecure:
+            self.watch = HandshakeWatch(self.metrics.auth_rejections.labels("tls_handshake"))
         if c.metrics_listen:
             host, port = split_listen(c.metrics_listen)
             self._http, _ = start_http_server(port, host, registry=self.metrics.registry)
@@ -152,6 +194,8 @@ class CoordinatorDaemon:
             self.audit.close()
         self.store.close()
         log.info("coordinator stopped", extra=fields(status=self.coordinator.status()))
+        if self.watch is not None:
+            self.watch.close()
 
 
 def run(cfg: CoordinatorConfig, insecure: bool = False) -> int:

@@ -34,6 +34,7 @@ def make_config(tmp_path, dataset, pki, model_table, **federation):
             state_dir=str(tmp_path / "state"),
             anchors=str(dataset / "anchors" / "k3"),
             tick_s=0.05,
+            count_tls_failures=False,  # in-process: leave pytest's stderr alone
         ),
         tls=TlsConfig(
             ca=str(pki / "ca" / "ca.crt"),

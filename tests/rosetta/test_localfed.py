@@ -294,3 +294,32 @@ def test_a_node_with_a_wrong_certificate_fails_fast_with_one_line(
     assert proc.returncode == 3, proc.stderr
     lines = [x for x in proc.stderr.splitlines() if x.startswith("rosetta:")]
     assert len(lines) == 1 and message in lines[0]
+
+
+def test_refused_tls_handshakes_are_counted_and_logged(
+    tmp_path, tiny_dataset, tiny_model_table, pki, running
+):
+    import grpc
+
+    from common.tls import TlsFiles, channel_credentials
+    from proto.rosetta.v1 import federation_pb2_grpc as pb_grpc
+
+    fed = make_fed(tmp_path, tiny_dataset, tiny_model_table, ("image", "sensor"))
+    running.append(fed)
+    fed.prepare()
+    fed.start_coordinator()
+    files = TlsFiles(  # trusts the federation's server, presents another CA's certificate
+        ca=fed.pki / "ca" / "ca.crt",
+        cert=pki / "rogue" / "image.crt",
+        key=pki / "rogue" / "image.key",
+    )
+    channel = grpc.secure_channel(
+        f"127.0.0.1:{fed.grpc_port}", channel_credentials(files),
+        options=(("grpc.ssl_target_name_override", "localhost"),),
+    )  # fmt: skip
+    with pytest.raises(grpc.RpcError) as info:
+        pb_grpc.FederationStub(channel).Join(pb.JoinRequest(modality="image"), timeout=10)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    key = 'rosetta_coordinator_auth_rejections_total{reason="tls_handshake"}'
+    wait_for(lambda: fed.coordinator_metrics().get(key, 0) >= 1, 30, "the refusal to be counted")
+    assert "Handshake failed" in fed.procs["coordinator"].log.read_text()
