@@ -179,7 +179,11 @@ class NodeDaemon:
             software_version=VERSION,
             anchor_digest=self.anchor_digest,
         )
-        resp = self._rpc("Join", lambda t: self.stub.Join(req, timeout=t, metadata=self.md))
+        try:
+            resp = self._rpc("Join", lambda t: self.stub.Join(req, timeout=t, metadata=self.md))
+        except Refused as exc:
+            code = EXIT_MISMATCH if exc.reason == "anchor_digest" else EXIT_FAILURE
+            raise NodeExit(code, f"coordinator refused to admit this node: {exc.details}") from None
         if resp.anchor_digest != self.anchor_digest:
             raise NodeExit(EXIT_MISMATCH, "the coordinator announces another anchor set digest")
         identity = checkpoint.Identity(
@@ -264,7 +268,7 @@ class NodeDaemon:
                     )
                 except Refused as exc:
                     if exc.reason != "not_joined":
-                        raise
+                        raise NodeExit(EXIT_FAILURE, f"heartbeat refused: {exc}") from None
                     log.info("coordinator does not know this node (restarted?): joining again")
                     self._join()
                     continue

@@ -323,3 +323,31 @@ def test_refused_tls_handshakes_are_counted_and_logged(
     key = 'rosetta_coordinator_auth_rejections_total{reason="tls_handshake"}'
     wait_for(lambda: fed.coordinator_metrics().get(key, 0) >= 1, 30, "the refusal to be counted")
     assert "Handshake failed" in fed.procs["coordinator"].log.read_text()
+
+
+def _run_node(config):
+    return subprocess.run(
+        [sys.executable, "-m", "rosetta.cli", "node", "--config", str(config)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_a_node_with_another_anchor_set_is_refused_with_exit_4(
+    tmp_path, tiny_dataset, tiny_model_table, running
+):
+    fed = make_fed(tmp_path, tiny_dataset, tiny_model_table, ("image", "sensor"))
+    running.append(fed)
+    fed.prepare()
+    fed.start_coordinator()
+    proc = _run_node(fed.write_node_config("image", anchors=str(tiny_dataset / "anchors" / "k2")))
+    assert proc.returncode == 4, proc.stderr[-2000:]
+    assert "anchor set differs" in proc.stderr.splitlines()[-1]
+
+
+def test_a_node_gives_up_after_give_up_s_with_exit_5(tmp_path, tiny_dataset, tiny_model_table):
+    fed = make_fed(tmp_path, tiny_dataset, tiny_model_table, ("image",))
+    fed.prepare()  # certificates and configs only: no coordinator listens
+    fed.grpc_port = 1
+    proc = _run_node(fed.write_node_config("image", give_up_s=2.0))
+    assert proc.returncode == 5, proc.stderr[-2000:]
+    assert "unreachable for 2s" in proc.stderr.splitlines()[-1]
