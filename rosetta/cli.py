@@ -183,7 +183,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     try:
         result = evaluate_exported(
-            args.model, args.dataset, args.layout, args.anchors, args.max_test
+            args.model, args.dataset, args.layout, args.anchors, args.max_test, args.seed
         )
     except (DataFormatError, ValueError, KeyError) as exc:
         raise UsageError(str(exc)) from None
@@ -332,7 +332,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--layout", help="layout naming the test sets (default: model.json's)")
     evaluate.add_argument("--anchors", help="anchor set name in the layout (default: model.json's)")
-    evaluate.add_argument("--max-test", type=int, default=0, help="cap per test set (0 = all)")
+    evaluate.add_argument(
+        "--max-test", type=int, default=0, help="cap per test set: a seeded random subset (0 = all)"
+    )
+    evaluate.add_argument(
+        "--seed", type=int, default=0, help="seed of the capped subsets (a simulation's seed)"
+    )
     evaluate.add_argument("--out", type=Path, help="write the full metrics JSON here")
     evaluate.add_argument("--json", action="store_true", help="print the full metrics JSON")
     evaluate.set_defaults(func=cmd_evaluate)

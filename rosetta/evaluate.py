@@ -101,12 +101,34 @@ def evaluate(
     }
 
 
+TEST_SEED_OFFSET = 7919  # test subsets draw from their own generator, independent of the rest
+
+
+def capped_test_indices(
+    dataset: Path, tests: Mapping[str, str], max_test: int, seed: int
+) -> dict[str, Tensor]:
+    """Indices of each test set kept under a cap of `max_test` (0 = all): a seeded random subset
+    in the layout's order of test sets, the same for `rosetta simulate` and `rosetta evaluate`
+    (test folders can be sorted by class, so the first rows are not a sample)."""
+    gen = torch.Generator().manual_seed(seed + TEST_SEED_OFFSET)
+    out = {}
+    for name, rel in tests.items():
+        total = len(eval_labels(dataset, rel))
+        out[name] = (
+            torch.randperm(total, generator=gen)[:max_test].sort().values
+            if 0 < max_test < total
+            else torch.arange(total)
+        )
+    return out
+
+
 def evaluate_exported(
     model_dir: Path,
     dataset: Path | None = None,
     layout_name: str | None = None,
     anchors_name: str | None = None,
     max_test: int = 0,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """`rosetta evaluate`: the metrics of an exported model (model.json + shared.safetensors,
     optional sites/) on a dataset's test sets. Per modality the site model of its largest site
@@ -133,16 +155,15 @@ def evaluate_exported(
         WordPieceTokenizer(cfg.tokenizers.text_max_tokens) if "text" in cfg.modalities else None
     )
     sites = doc.get("sites", {})
+    keep = capped_test_indices(dataset, layout["tests"], max_test, seed)
     sets, embedders = {}, {}
     for m in cfg.modalities:
         if m not in layout["tests"]:
             continue
         test = read_data_folder(dataset / layout["tests"][m])
-        inputs = to_model_inputs(test, cfg, tokenizer)
-        labels = eval_labels(dataset, layout["tests"][m])
-        if max_test and len(labels) > max_test:
-            inputs = {k: v[:max_test] for k, v in inputs.items()}
-            labels = labels[:max_test]
+        idx = keep[m]
+        inputs = {k: v[idx] for k, v in to_model_inputs(test, cfg, tokenizer).items()}
+        labels = eval_labels(dataset, layout["tests"][m])[idx]
         anchor_inputs = to_model_inputs(anchors.modalities[m], cfg, tokenizer)
         sets[m] = EvalSet(m, inputs, labels, anchor_inputs)
         model = build_model(cfg.with_modalities(m))

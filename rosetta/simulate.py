@@ -35,7 +35,7 @@ from common.partition import (
 from common.pretrained import WordPieceTokenizer, build_model
 from coordinator.strategy import RoundAggregate, StrategyConfig, Upload
 from node.training import LocalTrainer, RoundResult
-from rosetta.evaluate import EvalSet, eval_labels, evaluate
+from rosetta.evaluate import EvalSet, capped_test_indices, eval_labels, evaluate
 from rosetta.metrics import concept_gram
 from rosetta.peers import PEERS, PeerTable, payload, pull_towards
 
@@ -172,10 +172,11 @@ def load_federation(
         )
         nodes.append(SimNode(name, m, trainer, trainer.n_samples))
     eval_sets, extra = {}, {}
-    gen = torch.Generator().manual_seed(sim.seed + 7919)  # test subsets independent of the rest
+    keep = capped_test_indices(root, layout["tests"], sim.max_test, sim.seed)
     for name, rel in layout["tests"].items():
         samples = read_data_folder(root / rel)
-        inputs, idx = _subset(to_model_inputs(samples, model_cfg, tokenizer), sim.max_test, gen)
+        idx = keep[name]
+        inputs = {k: v[idx] for k, v in to_model_inputs(samples, model_cfg, tokenizer).items()}
         labels = eval_labels(root, rel)[idx]
         m = samples.modality
         if m not in modalities:

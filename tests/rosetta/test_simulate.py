@@ -67,12 +67,14 @@ def test_federated_simulation_writes_results_and_plots(tiny_dataset, tmp_path):
 
 def test_evaluate_on_the_exported_model_reproduces_the_simulation(tiny_dataset, tmp_path):
     out = tmp_path / "run"
-    assert _simulate(_config(tmp_path, tiny_dataset, rounds=1, max_test=0), out).returncode == 0
+    # capped test sets: evaluate draws the same seeded subsets as the simulation
+    assert _simulate(_config(tmp_path, tiny_dataset, rounds=1, max_test=12), out).returncode == 0
     res = json.loads((out / "results.json").read_text())
     model = out / "model"
     assert (model / "model.json").is_file() and len(list((model / "sites").iterdir())) == 4
     ev = subprocess.run(
-        [sys.executable, "-m", "rosetta.cli", "evaluate", "--model", str(model), "--out", str(tmp_path / "ev.json")],
+        [sys.executable, "-m", "rosetta.cli", "evaluate", "--model", str(model), "--max-test", "12",
+         "--out", str(tmp_path / "ev.json")],
         capture_output=True, text=True, cwd=REPO, timeout=600,
     )  # fmt: skip
     assert ev.returncode == 0, ev.stderr
