@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             r0["ratio_to_centralised"] = r0["rosetta"] / r0["centralised"]
             rows["0 (recorded)"] = r0
         for seed in args.seeds:
-            rows[str(seed)] = run_seed(base, seed, anchors, args.out / "seeds", log)
+            rows[str(seed)] = run_seed(base, seed, anchors, args.out / "runs" / "seeds", log)
         by_anchors[anchors] = rows
     result = {
         "by_anchors": by_anchors,
