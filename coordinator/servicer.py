@@ -126,58 +126,68 @@ def _method(details: Any) -> str:
     return str(details.method).rsplit("/", 1)[-1]
 
 
-class LatencyInterceptor(grpc.ServerInterceptor):
-    """rosetta_coordinator_rpc_duration_seconds{method, code} for every RPC, streams included."""
+class _BehaviorInterceptor(grpc.ServerInterceptor):
+    """Wraps each RPC's behaviour: `unary(method, behavior, streaming_request)` for RPCs with one
+    response, `stream(method, behavior)` for server-streaming ones (the kinds Federation uses)."""
 
-    def __init__(self, histogram: Any) -> None:
-        self.histogram = histogram
+    def unary(self, method: str, behavior: Any, streaming_request: bool) -> Any:
+        raise NotImplementedError
+
+    def stream(self, method: str, behavior: Any) -> Any:
+        raise NotImplementedError
 
     def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
         handler = continuation(handler_call_details)
         if handler is None:
             return None
         method = _method(handler_call_details)
-        observe = self.histogram
-
-        def code_of(context: grpc.ServicerContext, failed: bool) -> str:
-            code = context.code()  # type: ignore[attr-defined]
-            if code is None:
-                return "UNKNOWN" if failed else "OK"
-            return str(getattr(code, "name", code))
-
-        def wrap_unary(behavior: Any) -> Any:
-            def run(request: Any, context: grpc.ServicerContext) -> Any:
-                start, failed = _now(), True
-                try:
-                    out = behavior(request, context)
-                    failed = False
-                    return out
-                finally:
-                    observe.labels(method, code_of(context, failed)).observe(_now() - start)
-
-            return run
-
-        def wrap_stream(behavior: Any) -> Any:
-            def run(request: Any, context: grpc.ServicerContext) -> Any:
-                start, failed = _now(), True
-                try:
-                    yield from behavior(request, context)
-                    failed = False
-                finally:
-                    observe.labels(method, code_of(context, failed)).observe(_now() - start)
-
-            return run
-
         if handler.unary_unary:
-            return handler._replace(unary_unary=wrap_unary(handler.unary_unary))
+            return handler._replace(unary_unary=self.unary(method, handler.unary_unary, False))
         if handler.stream_unary:
-            return handler._replace(stream_unary=wrap_unary(handler.stream_unary))
+            return handler._replace(stream_unary=self.unary(method, handler.stream_unary, True))
         if handler.unary_stream:
-            return handler._replace(unary_stream=wrap_stream(handler.unary_stream))
+            return handler._replace(unary_stream=self.stream(method, handler.unary_stream))
         return handler
 
 
-class AuditInterceptor(grpc.ServerInterceptor):
+def _code(context: grpc.ServicerContext, failed: bool) -> str:
+    code = context.code()  # type: ignore[attr-defined]
+    if code is None:
+        return "UNKNOWN" if failed else "OK"
+    return str(getattr(code, "name", code))
+
+
+class LatencyInterceptor(_BehaviorInterceptor):
+    """rosetta_coordinator_rpc_duration_seconds{method, code} for every RPC, streams included."""
+
+    def __init__(self, histogram: Any) -> None:
+        self.histogram = histogram
+
+    def unary(self, method: str, behavior: Any, streaming_request: bool) -> Any:
+        def run(request: Any, context: grpc.ServicerContext) -> Any:
+            start, failed = _now(), True
+            try:
+                out = behavior(request, context)
+                failed = False
+                return out
+            finally:
+                self.histogram.labels(method, _code(context, failed)).observe(_now() - start)
+
+        return run
+
+    def stream(self, method: str, behavior: Any) -> Any:
+        def run(request: Any, context: grpc.ServicerContext) -> Any:
+            start, failed = _now(), True
+            try:
+                yield from behavior(request, context)
+                failed = False
+            finally:
+                self.histogram.labels(method, _code(context, failed)).observe(_now() - start)
+
+        return run
+
+
+class AuditInterceptor(_BehaviorInterceptor):
     """Writes every protocol message received and sent as a JSON line (type, method, bytes).
 
     For compliance reviews and the wire-audit test: what crossed the wire, exactly."""
@@ -185,45 +195,28 @@ class AuditInterceptor(grpc.ServerInterceptor):
     def __init__(self, sink: Any) -> None:
         self.sink = sink  # callable(direction, method, message)
 
-    def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
-        handler = continuation(handler_call_details)
-        if handler is None:
-            return None
-        method = _method(handler_call_details)
-        sink = self.sink
+    def _incoming(self, method: str, items: Iterable[Any]) -> Iterator[Any]:
+        for item in items:
+            self.sink("in", method, item)
+            yield item
 
-        def incoming(items: Iterable[Any]) -> Iterator[Any]:
-            for item in items:
-                sink("in", method, item)
+    def unary(self, method: str, behavior: Any, streaming_request: bool) -> Any:
+        def run(request: Any, context: Any) -> Any:
+            if streaming_request:
+                request = self._incoming(method, request)
+            else:
+                self.sink("in", method, request)
+            out = behavior(request, context)
+            self.sink("out", method, out)
+            return out
+
+        return run
+
+    def stream(self, method: str, behavior: Any) -> Any:
+        def run(request: Any, context: Any) -> Any:
+            self.sink("in", method, request)
+            for item in behavior(request, context):
+                self.sink("out", method, item)
                 yield item
 
-        if handler.unary_unary:
-            inner = handler.unary_unary
-
-            def uu(request: Any, context: Any) -> Any:
-                sink("in", method, request)
-                out = inner(request, context)
-                sink("out", method, out)
-                return out
-
-            return handler._replace(unary_unary=uu)
-        if handler.stream_unary:
-            inner_su = handler.stream_unary
-
-            def su(requests: Any, context: Any) -> Any:
-                out = inner_su(incoming(requests), context)
-                sink("out", method, out)
-                return out
-
-            return handler._replace(stream_unary=su)
-        if handler.unary_stream:
-            inner_us = handler.unary_stream
-
-            def us(request: Any, context: Any) -> Any:
-                sink("in", method, request)
-                for item in inner_us(request, context):
-                    sink("out", method, item)
-                    yield item
-
-            return handler._replace(unary_stream=us)
-        return handler
+        return run
