@@ -174,6 +174,19 @@ def audit_wire(fed, dataset):
     assert checked > 200
 
 
+def start_in_round_two(fed, names):
+    """Start the coordinator and the nodes; return while round 2 is training."""
+    fed.prepare()
+    fed.start_coordinator()
+    for n in names:
+        fed.start_node(n)
+    wait_for(
+        lambda: completed(fed) >= 1 and state_of(fed.coordinator_metrics()) == "training",
+        120,
+        "round 2",
+    )
+
+
 def _file_hashes(folder):
     return {
         p.name: hashlib.sha256(p.read_bytes()).hexdigest()
@@ -187,15 +200,7 @@ def test_a_coordinator_killed_mid_round_restarts_and_loses_no_completed_round(
     names = ("image", "sensor", "text")
     fed = make_fed(tmp_path, tiny_dataset, tiny_model_table, names, rounds=4, local_steps=40)
     running.append(fed)
-    fed.prepare()
-    fed.start_coordinator()
-    for n in names:
-        fed.start_node(n)
-    wait_for(
-        lambda: completed(fed) >= 1 and state_of(fed.coordinator_metrics()) == "training",
-        120,
-        "round 2",
-    )
+    start_in_round_two(fed, names)
     assert fed.kill("coordinator") == -signal.SIGKILL
     state = fed.root / "state" / "coordinator"
     store = DiskStore(state)
@@ -224,15 +229,7 @@ def test_a_node_killed_mid_round_does_not_stop_the_round_and_resumes_from_its_ch
         round_timeout_s=6, grace_s=2, node_timeout_s=3,
     )  # fmt: skip
     running.append(fed)
-    fed.prepare()
-    fed.start_coordinator()
-    for n in names:
-        fed.start_node(n)
-    wait_for(
-        lambda: completed(fed) >= 1 and state_of(fed.coordinator_metrics()) == "training",
-        120,
-        "round 2",
-    )
+    start_in_round_two(fed, names)
     fed.kill("sensor")
     wait_for(lambda: completed(fed) >= 2, 60, "round 2 without the killed node")
     store = DiskStore(fed.root / "state" / "coordinator")
