@@ -243,11 +243,16 @@ class TrainConfig:
     supervised_weight: float = 0.0  # SupCon on private labels, only where a node has labels
     precision: str = "tensor"  # "tensor": one precision per tensor; "element": per parameter
     fisher_prior: float = 1e-8
+    # Data-quality factor of the precisions (common/precision.py): the node's sample count is
+    # scaled by anchor_coverage**coverage_power (0 = off), measured on up to coverage_samples
+    # private samples at the end of each round.
+    coverage_power: float = 4.0
+    coverage_samples: int = 256
     embed_batch: int = 256  # batch size when embedding all anchors for the Gram
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "embed_batch"):
+        for name in ("steps", "batch_size", "embed_batch", "coverage_samples"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"train.{name} must be positive, got {getattr(self, name)}")
         if self.batch_size < 2:
@@ -255,7 +260,13 @@ class TrainConfig:
         for name in ("lr", "magnitude_lr", "temperature"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"train.{name} must be positive, got {getattr(self, name)}")
-        for name in ("weight_decay", "cka_weight", "supervised_weight", "fisher_prior"):
+        for name in (
+            "weight_decay",
+            "cka_weight",
+            "supervised_weight",
+            "fisher_prior",
+            "coverage_power",
+        ):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         if self.anchors_per_step < 0 or self.anchors_per_step == 1:

@@ -373,11 +373,14 @@ class NodeDaemon:
         m.samples_per_second.set(rate)
         m.loss.set(result.loss)
         m.cka_to_target.set(result.cka)
+        coverage = result.stats.get("coverage", 1.0)
+        m.data_coverage.set(coverage)
         record = {
             "round": rnd,
             "loss": result.loss,
             "cka_to_target": result.cka,
             "node_precision": result.node_precision,
+            "coverage": coverage,
             "train_s": train_s,
             "samples_per_s": rate,
             "bytes_up": self._round_bytes[True],
@@ -389,6 +392,7 @@ class NodeDaemon:
             "round done",
             extra=fields(
                 round=rnd, loss=round(result.loss, 4), cka_to_target=round(result.cka, 4),
+                coverage=round(coverage, 3),
                 train_s=round(train_s, 2), bytes_up=record["bytes_up"],
             ),
         )  # fmt: skip

@@ -36,6 +36,12 @@ class NodeMetrics:
             "CKA of this node's anchor Gram with the round's consensus target (NaN in round 1)",
             registry=r,
         )
+        self.data_coverage = Gauge(
+            "rosetta_node_data_coverage",
+            "How close the private data lie to the public anchors (1 = same distribution; "
+            "low = noisy or drifting data); scales the precisions sent",
+            registry=r,
+        )
         self.sent_bytes = Counter(
             "rosetta_node_sent_bytes", "Protocol message bytes sent", registry=r
         )

@@ -24,7 +24,7 @@ from common.config import TrainConfig
 from common.losses import info_nce, supervised_contrastive
 from common.model import HomogeneousTransformer
 from common.partition import local_names, shared_names, shared_state, subtract
-from common.precision import DiagonalFisher
+from common.precision import DiagonalFisher, anchor_coverage
 from node.augment import AUGMENTERS, augment_text
 
 Inputs = Mapping[str, Tensor]
@@ -166,6 +166,15 @@ class LocalTrainer:
             out.append(self.model(self.modality, self._to_device(take(inputs, idx))).cpu())
         return torch.cat(out)
 
+    def coverage(self, z_anchors: Tensor) -> float:
+        """anchor_coverage of up to cfg.coverage_samples evenly spaced private samples (1.0 when
+        the factor is off)."""
+        if self.cfg.coverage_power == 0:
+            return 1.0
+        n = min(self.cfg.coverage_samples, self.n_samples)
+        idx = torch.linspace(0, self.n_samples - 1, n).round().long().unique()
+        return anchor_coverage(self.embed(take(self.data, idx)), z_anchors)
+
     def current_gram(self) -> Tensor:
         """The node's anchor Gram with its current model (N x N, CPU)."""
         return anchor_gram(self.embed(self.anchors).double()).float()
@@ -194,19 +203,23 @@ class LocalTrainer:
             history.append(self.step(target))
         self.model.eval()
         delta = {k: v.cpu() for k, v in subtract(shared_state(self.model), before).items()}
-        gram = self.current_gram()
-        per_element = self.fisher.per_element(self.n_samples)
+        z_anchors = self.embed(self.anchors)
+        gram = anchor_gram(z_anchors.double()).float()
+        coverage = self.coverage(z_anchors)
+        n_eff = self.n_samples * coverage**self.cfg.coverage_power
+        per_element = self.fisher.per_element(max(n_eff, 1e-6))
         if self.cfg.precision == "tensor":
             precisions = {k: v.double().mean().float() for k, v in per_element.items()}
         else:
             precisions = {k: v.cpu() for k, v in per_element.items()}
         final_cka = float(cka(gram, target.float())) if target is not None else float("nan")
         mean = {k: sum(h.get(k, 0.0) for h in history) / len(history) for k in history[-1]}
+        mean["coverage"] = coverage
         return RoundResult(
             delta=delta,
             gram=gram,
             precisions=precisions,
-            node_precision=self.fisher.node_precision(self.n_samples),
+            node_precision=self.fisher.node_precision(max(n_eff, 1e-6)),
             n_samples=self.n_samples,
             loss=mean["loss"],
             cka=final_cka,

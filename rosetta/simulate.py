@@ -151,7 +151,9 @@ def load_federation(
         raw = to_model_inputs(read_data_folder(root / entry["data"]), model_cfg, tokenizer)
         inputs, idx = _subset(raw, sim.max_private, gen)
         if entry["name"] in sim.corrupt_nodes:
-            inputs = corrupt(inputs, m, sim.corrupt_snr_db, gen)
+            # its own generator: corrupting a node leaves every other node's subset unchanged
+            noise = torch.Generator().manual_seed(sim.seed + 7919 * (1 + len(shards)))
+            inputs = corrupt(inputs, m, sim.corrupt_snr_db, noise)
         shards.append((entry["name"], m, inputs, eval_labels(root, entry["data"])[idx]))
     if sim.mode == "centralised":  # pool every modality's shards; one model for all
         pooled = []
@@ -262,6 +264,7 @@ def run(
                 "loss": result.loss,
                 "cka_to_target": result.cka,
                 "node_precision": result.node_precision,
+                "coverage": result.stats.get("coverage", 1.0),
                 "bytes_up": 0 if centralised else up,
                 "bytes_down": 4 * (_numel(down) + n_pairs + extra) + 64 if federated else 0,
             }

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from common.precision import DiagonalFisher
+from common.precision import DiagonalFisher, anchor_coverage
 
 
 def test_hand_computed_fisher():
@@ -62,3 +62,37 @@ def test_non_positive_sample_count_is_rejected():
     f.observe([("w", torch.ones(1))], batch_size=1)
     with pytest.raises(ValueError, match="n_samples"):
         f.per_tensor(0)
+
+
+def test_coverage_is_one_when_private_data_are_the_anchors():
+    z = torch.randn(30, 8, generator=torch.Generator().manual_seed(0))
+    assert anchor_coverage(z, z) == pytest.approx(1.0)
+
+
+def test_coverage_is_scale_invariant_and_bounded():
+    gen = torch.Generator().manual_seed(1)
+    anchors, private = torch.randn(40, 8, generator=gen), torch.randn(100, 8, generator=gen)
+    c = anchor_coverage(private, anchors)
+    assert 0.0 <= c <= 1.0
+    assert anchor_coverage(7.0 * private, 0.1 * anchors) == pytest.approx(c)
+
+
+def test_data_off_the_anchor_distribution_get_low_coverage():
+    gen = torch.Generator().manual_seed(2)
+    centres = torch.randn(10, 32, generator=gen) * 3
+    anchors = centres.repeat_interleave(4, 0) + torch.randn(40, 32, generator=gen) * 0.3
+    clean = centres.repeat_interleave(20, 0) + torch.randn(200, 32, generator=gen) * 0.3
+    noise = torch.randn(200, 32, generator=gen) * 3  # a broken sensor: unrelated to the concepts
+    c_clean, c_noise = anchor_coverage(clean, anchors), anchor_coverage(noise, anchors)
+    assert c_clean > 0.9
+    assert c_noise < 0.5 * c_clean
+
+
+@pytest.mark.parametrize(
+    "private, anchors",
+    [(torch.zeros(3, 4), torch.zeros(1, 4)), (torch.zeros(0, 4), torch.zeros(5, 4)),
+     (torch.zeros(3, 5), torch.zeros(5, 4))],
+)  # fmt: skip
+def test_coverage_rejects_bad_shapes(private, anchors):
+    with pytest.raises(ValueError):
+        anchor_coverage(private, anchors)

@@ -136,3 +136,21 @@ def test_bad_inputs_are_rejected_with_clear_messages():
         tr.run_round(torch.eye(5))
     with pytest.raises(ValueError, match="not shared"):
         apply_delta(model, {"backbone.word_embeddings.weight": torch.zeros(1)})
+
+
+def test_a_node_with_corrupted_data_reports_lower_coverage_and_precision():
+    """Noise instead of signals: low anchor coverage, and the node's precisions are those of
+    an effective sample count n * coverage**power (same training, factor on vs off)."""
+    gen = torch.Generator().manual_seed(9)
+    noise = {"signal": 5.0 * torch.randn(96, 1, 16, generator=gen)}
+    clean = _trainer().run_round(None, steps=5)
+    runs = {}
+    for power in (0.0, 4.0):
+        tr = _trainer(coverage_power=power, fisher_prior=0.0)
+        tr.data = noise
+        runs[power] = tr.run_round(None, steps=5)
+    c = runs[4.0].stats["coverage"]
+    assert c < 0.8 * clean.stats["coverage"] and runs[0.0].stats["coverage"] == 1.0
+    assert runs[4.0].node_precision == pytest.approx(runs[0.0].node_precision * c**4, rel=1e-4)
+    for name, p in runs[4.0].precisions.items():
+        assert float(p) == pytest.approx(float(runs[0.0].precisions[name]) * c**4, rel=1e-4)

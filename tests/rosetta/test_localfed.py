@@ -82,6 +82,7 @@ def test_a_federation_completes_and_only_allowed_payloads_cross_the_wire(
     node_metrics = scrape(node_port)
     assert node_metrics["rosetta_node_rounds_completed_total"] >= 1
     assert node_metrics["rosetta_node_sent_bytes_total"] > 0
+    assert 0.0 < node_metrics["rosetta_node_data_coverage"] <= 1.0
     wait_nodes_exit(fed, NAMES)
     m = fed.coordinator_metrics()
     assert m["rosetta_coordinator_last_completed_round"] == 3 and state_of(m) == "done"
