@@ -51,6 +51,10 @@ class StrategyConfig:
     # a site whose geometry disagrees with the consensus (corrupted data) counts less. 0 = off.
     consistency_power: float = 0.0
     server_lr: float = 1.0  # global += server_lr * aggregated delta
+    # Extra server step size for the backbone (the B factors every modality shares), on top of
+    # server_lr. Averaging the backbone over M modalities' nodes moves it about 1/M as far as
+    # M modalities training one model in turn would; backbone_lr = M restores that step.
+    backbone_lr: float = 1.0
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:
@@ -73,8 +77,9 @@ class StrategyConfig:
             raise ValueError(
                 f"strategy.consistency_power must be >= 0, got {self.consistency_power}"
             )
-        if not self.server_lr > 0:
-            raise ValueError(f"strategy.server_lr must be positive, got {self.server_lr}")
+        for name in ("server_lr", "backbone_lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"strategy.{name} must be positive, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
@@ -201,7 +206,7 @@ class RoundAggregate:
         """(next global state, next target, modality weights used). global_state is not mutated."""
         if not self.nodes:
             raise ValueError("no uploads to aggregate")
-        update = dict(self.backbone.mean())
+        update = {k: self.cfg.backbone_lr * v for k, v in self.backbone.mean().items()}
         for acc in self.tokenizers.values():
             update.update(acc.mean())
         unknown = sorted(set(update) - set(global_state))

@@ -46,6 +46,17 @@ def test_precision_rule_hand_computed():
     assert torch.equal(STATE[B], torch.tensor([10.0]))  # input not mutated
 
 
+def test_backbone_lr_scales_only_the_shared_backbone_step():
+    cfg = StrategyConfig(consensus="equal", target_smoothing=0.0, backbone_lr=2.0, server_lr=1.5)
+    agg = RoundAggregate(cfg)
+    agg.add(_up("a", "image", 1.0, 5.0, pi=1.0))
+    agg.add(_up("b", "audio", 4.0, 7.0, pi=3.0))
+    state, _, _ = agg.finish(STATE, None)
+    assert torch.allclose(state[B], torch.tensor([10.0 + 1.5 * 2.0 * 3.25]))
+    assert torch.allclose(state[TI], torch.tensor([1.5 * 5.0]))  # tokenizers: server_lr only
+    assert torch.allclose(state[TA], torch.tensor([100.0 + 1.5 * 7.0]))
+
+
 def test_fedavg_rule_weights_by_sample_count():
     agg = RoundAggregate(StrategyConfig(rule="fedavg"))
     agg.add(_up("a", "image", 0.0, 0.0, pi=100.0, n=30))
@@ -119,6 +130,7 @@ def test_bad_uploads_are_rejected_and_change_nothing():
         ({"consensus": "vote"}, "consensus"),
         ({"target_smoothing": 1.0}, "smoothing"),
         ({"server_lr": 0.0}, "server_lr"),
+        ({"backbone_lr": -1.0}, "backbone_lr"),
         ({"agreement_power": 0.0}, "agreement_power"),
         ({"fusion": "median"}, "fusion"),
     ],
