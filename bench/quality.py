@@ -39,6 +39,7 @@ TRAINED_RUNS: dict[str, dict[str, Any]] = {
     "rosetta_no_precision": FEDAVG,
     "rosetta_no_magnitude": {"model": {"adapter": {"magnitude": False}}},
     "rosetta_trained_a": {"model": {"adapter": {"train_a": True}}},
+    "rosetta_frozen_a": {"model": {"adapter": {"train_a": False}}},
     "centralised": {"simulation": {"mode": "centralised"}},
     "centralised_supervised": {
         "simulation": {"mode": "centralised", "supervised": True},
@@ -129,9 +130,20 @@ class Bench:
             fixed = self.fixed(anchors)
             runs.update({n: fixed[n] for n in names if n in TRAINING_FREE})
         for n in names:
-            if n in TRAINED_RUNS:
+            same = self.same_as_rosetta(n)
+            if same and "rosetta" in runs:  # the override changes nothing: do not train it twice
+                runs[n] = {**runs["rosetta"], "same_as": "rosetta"}
+                self.log(f"{anchors:4s} {n:26s} = rosetta (the override is the base config)")
+            elif n in TRAINED_RUNS:
                 runs[n] = self.trained(n, TRAINED_RUNS[n], anchors)
         return runs
+
+    def same_as_rosetta(self, name: str) -> bool:
+        """True when the run's override leaves the base config unchanged (e.g. trained A once
+        the base trains A): its result is Rosetta's."""
+        if name == "rosetta" or name not in TRAINED_RUNS:
+            return False
+        return configs(merge(self.base, TRAINED_RUNS[name])) == configs(self.base)
 
     def stress(self, anchors: str) -> dict[str, Any]:
         runs = {n: self.trained(n, o, anchors, layout="stress") for n, o in STRESS_RUNS.items()}

@@ -17,7 +17,8 @@ ROLE = {
     "rosetta_no_cka": "ablation: no CKA term",
     "rosetta_no_precision": "ablation: sample-count FedAvg, equal consensus weights",
     "rosetta_no_magnitude": "ablation: plain LoRA (no magnitude/direction decoupling)",
-    "rosetta_trained_a": "ablation: A trained and shared instead of frozen",
+    "rosetta_trained_a": "A trained and shared like B",
+    "rosetta_frozen_a": "ablation: A frozen and shared (METHOD.md's original choice)",
     "centralised": "all data pooled, same objective",
     "centralised_supervised": "all data pooled + labels (ceiling)",
 }
@@ -37,8 +38,11 @@ def _runs_table(runs: Mapping[str, Any]) -> list[str]:
     ]
     for name, r in runs.items():
         shared = r.get("shared_mean_map")
+        role = ROLE.get(name, "")
+        if r.get("same_as"):
+            role += f" (the base config already does this: the `{r['same_as']}` run)"
         lines.append(
-            f"| `{name}` | {ROLE.get(name, '')} | {r['mean_map']:.3f} | {r['mean_r1']:.3f} | "
+            f"| `{name}` | {role} | {r['mean_map']:.3f} | {r['mean_r1']:.3f} | "
             f"{_mean_p10(r):.3f} | {'-' if shared is None else f'{shared:.3f}'} |"
         )
     return lines

@@ -49,7 +49,9 @@ class AdapterConfig:
     alpha: float = 16.0  # scale s = alpha / rank
     targets: tuple[str, ...] = ADAPTER_TARGETS
     magnitude: bool = True  # False: plain LoRA, no magnitude/direction decoupling (ablation)
-    train_a: bool = False  # True: A is trained and shared instead of frozen (ablation)
+    # A starts as the frozen shared basis and is trained and shared like B [choice, measured:
+    # docs/BENCHMARKS.md, rosetta_frozen_a]; False keeps A frozen (BA then averages exactly).
+    train_a: bool = True
 
     def __post_init__(self) -> None:
         if self.rank <= 0:
@@ -239,7 +241,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     temperature: float = 0.1  # InfoNCE
     cka_weight: float = 1.0  # lambda; the term is skipped without a target (round 1)
-    anchors_per_step: int = 64  # random anchor subset per step for the CKA term; 0 = all
+    anchors_per_step: int = 128  # random anchor subset per step for the CKA term; 0 = all
     supervised_weight: float = 0.0  # SupCon on private labels, only where a node has labels
     precision: str = "tensor"  # "tensor": one precision per tensor; "element": per parameter
     fisher_prior: float = 1e-8

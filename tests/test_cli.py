@@ -28,8 +28,9 @@ def test_info_reports_the_layout_of_a_tiny_config(tmp_path):
     layout = out["layout"]
     # magnitudes: per block q, k, v, o, mlp_out have d rows and mlp_in has mlp_dim rows
     assert layout["local_parameters"] == 2 * (5 * 32 + 64)
-    # B factors: d_out x rank for each adapted layer
-    assert layout["shared_backbone_parameters"] == 2 * 4 * (5 * 32 + 64)
+    # B factors (d_out x rank) and, trained by default, A factors (rank x d_in); each sums to
+    # rank x (5 * 32 + 64) per block here
+    assert layout["shared_backbone_parameters"] == 2 * (2 * 4 * (5 * 32 + 64))
     assert set(layout["delta_bytes_per_node_per_round"]) == {"image", "sensor"}
 
 

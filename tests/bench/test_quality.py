@@ -28,6 +28,9 @@ def test_tiny_bench_quality_writes_every_run_and_the_report(tiny_dataset, tmp_pa
                 if a != b
             }
             assert all({"map", "r1", "p10"} <= set(p) for p in run["pairs"].values())
+    # the base trains A, so that "ablation" is Rosetta itself and is not trained twice
+    assert quality["runs"]["rosetta_trained_a"]["same_as"] == "rosetta"
+    assert "same_as" not in quality["runs"]["rosetta_frozen_a"]
     assert set(quality["stress"]["runs"]) == set(STRESS_RUNS)
     assert quality["targets"] and all("pass" in t for t in quality["targets"].values())
     text = docs.read_text()
