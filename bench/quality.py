@@ -64,6 +64,16 @@ def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any
     return out
 
 
+def load_base(path: Path, dataset: str | None = None, tiny: bool = False) -> dict[str, Any]:
+    """The base config of every run: `path` (TOML), with the dataset and tiny overrides."""
+    base = tomllib.loads(path.read_text())
+    if dataset:
+        base = merge(base, {"simulation": {"dataset": dataset}})
+    if tiny:
+        base = merge(base, TINY_OVERRIDE)
+    return base
+
+
 def configs(
     doc: Mapping[str, Any],
 ) -> tuple[SimulationConfig, StrategyConfig, ModelConfig, TrainConfig]:
@@ -237,11 +247,7 @@ def main(argv: list[str] | None = None) -> int:
 
         render(json.loads((args.out / "quality.json").read_text()), args.docs, args.out)
         return 0
-    base = tomllib.loads(args.base.read_text())
-    if args.dataset:
-        base = merge(base, {"simulation": {"dataset": args.dataset}})
-    if args.tiny:
-        base = merge(base, TINY_OVERRIDE)
+    base = load_base(args.base, args.dataset, args.tiny)
     start = time.perf_counter()
     bench = Bench(base, args.out, log=lambda line: print(line, file=sys.stderr, flush=True))
     result: dict[str, Any] = {"base_config": base, "anchor_sets": args.ks}

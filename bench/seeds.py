@@ -14,11 +14,10 @@ import json
 import statistics
 import sys
 import time
-import tomllib
 from pathlib import Path
 from typing import Any
 
-from bench.quality import TINY_OVERRIDE, TRAINED_RUNS, Bench, merge
+from bench.quality import TRAINED_RUNS, Bench, load_base, merge
 
 RUNS = ("rosetta", "centralised")
 
@@ -83,11 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--with-recorded", type=Path, default=Path("results/quality.json"),
                         help="add seed 0 from this make bench-quality result when present")  # fmt: skip
     args = parser.parse_args(argv)
-    base = tomllib.loads(args.base.read_text())
-    if args.dataset:
-        base = merge(base, {"simulation": {"dataset": args.dataset}})
-    if args.tiny:
-        base = merge(base, TINY_OVERRIDE)
+    base = load_base(args.base, args.dataset, args.tiny)
     start = time.perf_counter()
     log = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     by_anchors: dict[str, dict[str, Any]] = {}
