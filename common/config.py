@@ -87,7 +87,8 @@ class TokenizerConfig:
     text_mask_id: int = 103  # [MASK] in the MiniLM vocabulary; used by text augmentation
     sensor_channels: int = 1
     sensor_length: int = 40
-    sensor_window: int = 4
+    # wide, overlapping windows: measured on MNIST-1D, windows of 24 beat 4, 8, 12 and 16
+    sensor_window: int = 24
     sensor_stride: int = 2
 
     def __post_init__(self) -> None:
@@ -188,6 +189,7 @@ class ModelConfig:
                 text_max_tokens=12,
                 text_mask_id=1,
                 sensor_length=16,
+                sensor_window=4,
             ),
             device="cpu",
         )
