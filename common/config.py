@@ -103,7 +103,10 @@ class TokenizerConfig:
                 f"image_patch ({self.image_patch})"
             )
         if self.sensor_window > self.sensor_length:
-            raise ValueError("tokenizers.sensor_window must not exceed sensor_length")
+            raise ValueError(
+                f"tokenizers.sensor_window ({self.sensor_window}) must not exceed "
+                f"sensor_length ({self.sensor_length})"
+            )
         if self.audio_n_fft > self.audio_samples:
             raise ValueError("tokenizers.audio_n_fft must not exceed audio_samples")
 

@@ -39,6 +39,7 @@ TINY_MODEL_TABLE = {
         "audio_n_mels": 16,
         "text_max_tokens": 12,
         "sensor_length": 16,
+        "sensor_window": 4,
     },
 }
 
